@@ -1,0 +1,25 @@
+# Entry points. `make demo` shows a tenant onboarding; `make test` runs every
+# test, starting a local control plane unless KUBECONFIG names a cluster.
+.PHONY: demo test unit e2e crds cluster-up cluster-down lint
+
+demo:
+	bash e2e/demo
+
+test:
+	bash e2e/test
+
+unit:
+	cargo test --workspace --lib --bins --test crds_in_sync --test render_snapshots
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+crds:
+	cargo run -q -p ics-operator -- crds > crds/carerecord.dev.yaml
+
+cluster-up:
+	bash e2e/cluster up
+
+cluster-down:
+	bash e2e/cluster down

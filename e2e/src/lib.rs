@@ -1,0 +1,275 @@
+//! Harness for the end-to-end tests: a client for the cluster named by
+//! KUBECONFIG, the operator running in-process against it, and helpers that
+//! play the controllers this test cluster does not run (a Gateway
+//! controller, the CloudNativePG operator).
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ics_operator::api::CareRecordTenant;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// How long any eventual condition may take before a test fails. Generous:
+/// this bounds a failure, it is not a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+pub async fn client() -> Client {
+    Client::try_default().await.expect("KUBECONFIG names a reachable cluster")
+}
+
+/// The operator running on its own runtime, as in production, until stopped.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Operator {
+    pub fn start() -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("operator runtime");
+            runtime.block_on(async move {
+                let client = Client::try_default().await.expect("operator client");
+                let settings = ics_operator::settings::PlatformSettings::default();
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                ics_operator::controller::run(client, settings, shutdown).await.expect("operator runs");
+            });
+        });
+        Self { stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Stops the operator and waits until it has shut down.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One operator shared by every test of a test binary (they run in parallel
+/// on distinct tenants, as tenants of a real platform do).
+pub fn shared_operator() {
+    static OPERATOR: OnceLock<std::sync::Mutex<Operator>> = OnceLock::new();
+    OPERATOR.get_or_init(|| std::sync::Mutex::new(Operator::start()));
+}
+
+/// A tenant name unique to this run, so tests never collide.
+pub fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    let suffix: String =
+        rand::rng().sample_iter(rand::distr::Alphanumeric).take(5).map(|c| (c as char).to_ascii_lowercase()).collect();
+    format!("{prefix}-{suffix}")
+}
+
+/// A tenant manifest with the given database section (YAML, indented for
+/// `spec.database`).
+pub fn tenant(name: &str, database: &str) -> Value {
+    let yaml = format!(
+        r#"
+apiVersion: carerecord.dev/v1alpha1
+kind: CareRecordTenant
+metadata:
+  name: {name}
+spec:
+  displayName: E2E test ICS {name}
+  odsCode: QE2
+  region: North West
+  gateway:
+    hostname: {name}.scr.example.nhs.uk
+  admins:
+    groups: ["scr:{name}-admins"]
+  database:
+{database}
+"#
+    );
+    serde_yaml::from_str(&yaml).expect("tenant manifest parses")
+}
+
+pub fn tenants(client: &Client) -> Api<CareRecordTenant> {
+    Api::all(client.clone())
+}
+
+/// Creates a tenant with server-side apply (as `kubectl apply --server-side` does).
+pub async fn apply_tenant(client: &Client, manifest: &Value) -> Result<CareRecordTenant, kube::Error> {
+    let name = manifest["metadata"]["name"].as_str().expect("named").to_string();
+    tenants(client).patch(&name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(manifest)).await
+}
+
+/// Creates a tenant with a plain create (as `kubectl create` does).
+pub async fn create_tenant(client: &Client, manifest: &Value) -> Result<CareRecordTenant, kube::Error> {
+    let tenant: CareRecordTenant = serde_json::from_value(manifest.clone()).expect("tenant manifest");
+    tenants(client).create(&PostParams::default(), &tenant).await
+}
+
+pub fn namespace_of(name: &str) -> String {
+    format!("scr-{name}")
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after PATIENCE.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn dynamic(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+pub fn http_routes() -> ApiResource {
+    dynamic("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+}
+
+pub fn cnpg_clusters() -> ApiResource {
+    dynamic("postgresql.cnpg.io", "v1", "Cluster", "clusters")
+}
+
+/// Plays the platform's Gateway controller: marks every HTTPRoute in the
+/// namespace Accepted with resolved references. The local control plane runs
+/// no Gateway implementation.
+pub async fn accept_routes(client: &Client, namespace: &str) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &http_routes());
+    let routes = eventually("an HTTPRoute to accept", || async {
+        let list = api.list(&ListParams::default()).await.ok()?;
+        (!list.items.is_empty()).then_some(list.items)
+    })
+    .await;
+    for route in routes {
+        let condition = |t: &str| {
+            json!({"type": t, "status": "True", "reason": t, "message": "", "observedGeneration": route.metadata.generation,
+                   "lastTransitionTime": "2026-01-01T00:00:00Z"})
+        };
+        let status = json!({"status": {"parents": [{
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "platform", "namespace": "gateway-system"},
+            "controllerName": "e2e.carerecord.dev/gateway",
+            "conditions": [condition("Accepted"), condition("ResolvedRefs")],
+        }]}});
+        api.patch_status(&route.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .expect("route status patch");
+    }
+}
+
+/// Plays the CloudNativePG operator: reports the Cluster ready. The local
+/// control plane has the Cluster CRD but no CloudNativePG controller.
+pub async fn report_cnpg_ready(client: &Client, namespace: &str) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &cnpg_clusters());
+    let cluster =
+        eventually("the CloudNativePG Cluster", || async { api.get_opt("records-db").await.ok().flatten() }).await;
+    let instances = cluster.data["spec"]["instances"].as_i64().unwrap_or(1);
+    let status = json!({"status": {"instances": instances, "readyInstances": instances, "phase": "Cluster in healthy state",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ClusterIsReady", "message": "Cluster is Ready",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    api.patch_status("records-db", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("cluster status patch");
+}
+
+/// Waits until the tenant's Ready condition is True and describes the
+/// current generation.
+pub async fn wait_ready(client: &Client, name: &str) -> CareRecordTenant {
+    let api = tenants(client);
+    eventually(&format!("tenant {name} Ready"), || async {
+        let t = api.get_opt(name).await.ok().flatten()?;
+        let status = t.status.as_ref()?;
+        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && status.observed_generation == t.metadata.generation).then_some(t)
+    })
+    .await
+}
+
+/// The tenant's condition of the given type, once present for the current generation.
+pub async fn wait_condition(
+    client: &Client,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let api = tenants(client);
+    eventually(&format!("tenant {name} condition {type_}={status}"), || async {
+        let t = api.get_opt(name).await.ok().flatten()?;
+        let s = t.status.as_ref()?;
+        if s.observed_generation != t.metadata.generation {
+            return None;
+        }
+        s.conditions.iter().find(|c| c.type_ == type_ && c.status == status).cloned()
+    })
+    .await
+}
+
+/// Events about a tenant (cluster-scoped objects' Events land in `default`).
+pub async fn tenant_events(client: &Client, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().fields(&format!("involvedObject.kind=CareRecordTenant,involvedObject.name={name}"));
+    api.list(&lp).await.map(|l| l.items).unwrap_or_default()
+}
+
+/// Deletes a tenant and, whatever its policy, its namespace: tests leave no
+/// data behind.
+pub async fn remove_tenant(client: &Client, name: &str) {
+    let _ = tenants(client).delete(name, &DeleteParams::default()).await;
+    let api = tenants(client);
+    eventually(&format!("tenant {name} gone"), || async {
+        api.get_opt(name).await.ok().map(|t| t.is_none()).filter(|g| *g)
+    })
+    .await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(&namespace_of(name), &DeleteParams::background()).await;
+}
+
+/// Everything the operator labelled as this tenant's, as (kind, name, resourceVersion).
+pub async fn children_versions(client: &Client, name: &str) -> Vec<(String, String, String)> {
+    let ns = namespace_of(name);
+    let selector = format!("carerecord.dev/tenant={name}");
+    let mut out = Vec::new();
+    for kind in ics_operator::render::ChildKind::ALL {
+        let ar = kind.api_resource();
+        let api: Api<kube::core::PartialObjectMeta<DynamicObject>> = if kind.namespaced() {
+            Api::namespaced_with(client.clone(), &ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        if let Ok(list) = api.list_metadata(&ListParams::default().labels(&selector)).await {
+            for item in list.items {
+                out.push((ar.kind.clone(), item.name_any(), item.resource_version().unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,120 @@
+//! Controllers: when and how desired objects are written.
+
+pub mod apply;
+pub mod capabilities;
+pub mod diff;
+pub mod events;
+pub mod readiness;
+pub mod status;
+pub mod tenant;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Reporter;
+
+use crate::render::child::ChildError;
+use crate::settings::PlatformSettings;
+use capabilities::Capabilities;
+use events::Events;
+
+/// Finalizer that guards tenant data on deletion.
+pub const TENANT_FINALIZER: &str = "carerecord.dev/tenant-protection";
+
+/// Everything a reconcile can fail with. Invalid specs are not errors: they
+/// settle into a status condition and wait for the spec to change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Render(#[from] ChildError),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// A small fixed set, used as the Event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(e)) if e.code == 403 => "Forbidden",
+            Self::Kube(kube::Error::Api(e)) if e.code == 409 => "Conflict",
+            Self::Kube(_) => "ApiError",
+            Self::Render(_) => "RenderFailed",
+            Self::Finalizer(_) => "FinalizerFailed",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Shared state of the controllers.
+pub struct Context {
+    pub client: Client,
+    pub settings: PlatformSettings,
+    pub capabilities: Capabilities,
+    pub events: Events,
+    backoff: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: PlatformSettings) -> Self {
+        let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            capabilities: Capabilities::new(client.clone()),
+            events: Events::new(client.clone(), reporter),
+            client,
+            settings,
+            backoff: Mutex::default(),
+        }
+    }
+
+    /// Per-object exponential backoff: 1s, 2s, 4s ... capped at 5 minutes.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        let mut map = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = map.entry(key.to_string()).or_insert(0);
+        *failures = (*failures + 1).min(9);
+        backoff_delay(*failures)
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: PlatformSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<()> {
+    let ctx = std::sync::Arc::new(Context::new(client, settings));
+    let served = ctx.capabilities.get().await?;
+    tracing::info!(
+        version = crate::VERSION,
+        cloud_native_pg = served.cloud_native_pg,
+        gateway_api = served.gateway_api,
+        "starting controllers"
+    );
+    tenant::run(ctx, served, shutdown).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// Delay after the n-th consecutive failure (n >= 1).
+fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.saturating_sub(1).min(9)).min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps_at_five_minutes() {
+        let seq: Vec<_> = (1..=11).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(seq, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+}

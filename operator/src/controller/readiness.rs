@@ -1,0 +1,181 @@
+//! Reads readiness from observed children. Pure: JSON in, verdict out.
+
+use serde_json::Value;
+
+/// Whether a child is ready, and if not, why (for condition messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub ready: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Verdict {
+    fn ready(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { ready: true, reason, message: message.into() }
+    }
+    fn waiting(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { ready: false, reason, message: message.into() }
+    }
+}
+
+fn int(v: &Value, path: &[&str]) -> i64 {
+    path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// A Deployment is ready when its current generation has every replica available.
+pub fn deployment(d: Option<&Value>) -> Verdict {
+    let Some(d) = d else { return Verdict::waiting("NotCreated", "the Deployment does not exist yet") };
+    let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let observed = int(d, &["status", "observedGeneration"]);
+    let generation = int(d, &["metadata", "generation"]);
+    let available = int(d, &["status", "availableReplicas"]);
+    let updated = int(d, &["status", "updatedReplicas"]);
+    if observed < generation {
+        return Verdict::waiting("Progressing", "the Deployment controller has not seen the latest spec yet");
+    }
+    if want == 0 {
+        return Verdict::ready("ScaledToZero", "scaled to zero");
+    }
+    if available >= want && updated >= want {
+        Verdict::ready("Available", format!("{available}/{want} replicas available"))
+    } else {
+        Verdict::waiting("Progressing", format!("{available}/{want} replicas available"))
+    }
+}
+
+/// A StatefulSet database is ready when all its replicas are ready.
+pub fn statefulset(s: Option<&Value>) -> Verdict {
+    let Some(s) = s else { return Verdict::waiting("NotCreated", "the database StatefulSet does not exist yet") };
+    let want = s.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    let ready = int(s, &["status", "readyReplicas"]);
+    if ready >= want && int(s, &["status", "observedGeneration"]) >= int(s, &["metadata", "generation"]) {
+        Verdict::ready("Ready", format!("{ready}/{want} database instances ready"))
+    } else {
+        Verdict::waiting("Starting", format!("{ready}/{want} database instances ready"))
+    }
+}
+
+/// A CloudNativePG Cluster is ready when its `Ready` condition is True.
+pub fn cnpg_cluster(c: Option<&Value>) -> Verdict {
+    let Some(c) = c else { return Verdict::waiting("NotCreated", "the CloudNativePG Cluster does not exist yet") };
+    let ready_condition = c
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+    let instances = int(c, &["spec", "instances"]);
+    let ready = int(c, &["status", "readyInstances"]);
+    match ready_condition {
+        Some(cond) if cond["status"] == "True" => {
+            Verdict::ready("Ready", format!("{ready}/{instances} CloudNativePG instances ready"))
+        }
+        Some(cond) => Verdict::waiting(
+            "Starting",
+            format!(
+                "CloudNativePG reports {}: {}",
+                cond["reason"].as_str().unwrap_or("not ready"),
+                cond["message"].as_str().unwrap_or_default()
+            ),
+        ),
+        None => Verdict::waiting(
+            "Starting",
+            format!("{ready}/{instances} CloudNativePG instances ready; waiting for the CloudNativePG operator"),
+        ),
+    }
+}
+
+/// An HTTPRoute is ready when a parent Gateway has Accepted it and resolved
+/// its references.
+pub fn http_route(r: Option<&Value>) -> Verdict {
+    let Some(r) = r else { return Verdict::waiting("NotCreated", "the HTTPRoute does not exist yet") };
+    let parents = r.pointer("/status/parents").and_then(Value::as_array).cloned().unwrap_or_default();
+    if parents.is_empty() {
+        return Verdict::waiting("Pending", "no Gateway has reported on the HTTPRoute yet");
+    }
+    for parent in &parents {
+        let conds = parent["conditions"].as_array().cloned().unwrap_or_default();
+        let find = |t: &str| conds.iter().find(|c| c["type"] == t).cloned();
+        let accepted = find("Accepted");
+        let resolved = find("ResolvedRefs");
+        let is_true = |c: &Option<Value>| c.as_ref().is_some_and(|c| c["status"] == "True");
+        if is_true(&accepted) && (resolved.is_none() || is_true(&resolved)) {
+            return Verdict::ready("Accepted", "the platform Gateway accepted the route");
+        }
+        for c in [accepted, resolved].into_iter().flatten() {
+            if c["status"] != "True" {
+                return Verdict::waiting(
+                    "NotAccepted",
+                    format!(
+                        "Gateway reports {}={} ({}): {}",
+                        c["type"].as_str().unwrap_or_default(),
+                        c["status"].as_str().unwrap_or_default(),
+                        c["reason"].as_str().unwrap_or_default(),
+                        c["message"].as_str().unwrap_or_default()
+                    ),
+                );
+            }
+        }
+    }
+    Verdict::waiting("Pending", "the Gateway has not accepted the route yet")
+}
+
+/// An Ingress is ready once its controller has published an address.
+pub fn ingress(i: Option<&Value>) -> Verdict {
+    let Some(i) = i else { return Verdict::waiting("NotCreated", "the Ingress does not exist yet") };
+    let published = i.pointer("/status/loadBalancer/ingress").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if published {
+        Verdict::ready("AddressAssigned", "the ingress controller published an address")
+    } else {
+        Verdict::waiting("Pending", "waiting for the ingress controller to publish an address")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn deployment_with_all_replicas_available_is_ready() {
+        let d = json!({"metadata": {"generation": 2}, "spec": {"replicas": 2}, "status": {"observedGeneration": 2, "availableReplicas": 2, "updatedReplicas": 2}});
+        assert!(deployment(Some(&d)).ready);
+    }
+
+    #[test]
+    fn deployment_not_yet_observed_is_not_ready() {
+        let d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "availableReplicas": 1, "updatedReplicas": 1}});
+        assert!(!deployment(Some(&d)).ready);
+    }
+
+    #[test]
+    fn missing_deployment_is_not_ready() {
+        assert_eq!(deployment(None).reason, "NotCreated");
+    }
+
+    #[test]
+    fn cnpg_cluster_follows_its_ready_condition() {
+        let c = json!({"spec": {"instances": 3}, "status": {"readyInstances": 3, "conditions": [{"type": "Ready", "status": "True"}]}});
+        assert!(cnpg_cluster(Some(&c)).ready);
+        let c = json!({"spec": {"instances": 3}, "status": {"readyInstances": 1}});
+        assert!(!cnpg_cluster(Some(&c)).ready);
+    }
+
+    #[test]
+    fn accepted_route_is_ready() {
+        let r = json!({"status": {"parents": [{"conditions": [{"type": "Accepted", "status": "True"}, {"type": "ResolvedRefs", "status": "True"}]}]}});
+        assert!(http_route(Some(&r)).ready);
+    }
+
+    #[test]
+    fn rejected_route_says_why() {
+        let r = json!({"status": {"parents": [{"conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners", "message": "hostname not allowed"}]}]}});
+        let v = http_route(Some(&r));
+        assert!(!v.ready);
+        assert!(v.message.contains("NotAllowedByListeners"), "{}", v.message);
+    }
+
+    #[test]
+    fn route_without_status_is_pending() {
+        assert_eq!(http_route(Some(&json!({}))).reason, "Pending");
+    }
+}

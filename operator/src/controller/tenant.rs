@@ -1,0 +1,490 @@
+//! The CareRecordTenant controller.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tracing::{debug, info, instrument, warn};
+
+use super::apply::{self, Disposal, Key, Live, Outcome};
+use super::capabilities::Served;
+use super::readiness::{self, Verdict};
+use super::status;
+use super::{Context, Error, Result, TENANT_FINALIZER};
+use crate::api::condition::{self, ConditionStatus, Observed};
+use crate::api::tenant::{
+    CareRecordTenant, CareRecordTenantStatus, DatabaseMode, DatabaseStatus, DeletionPolicy, TenantPhase,
+};
+use crate::render::child::{Child, ChildKind, WritePolicy};
+use crate::render::labels;
+use crate::render::tenant::{CNPG_CLUSTER, DatabaseConnection, Facts, RECORD_STORE, resolve_database_mode};
+use crate::render::{tenant as render_tenant, validate};
+
+/// Requeue of a Ready tenant: a safety net only, since watches drive changes.
+const RESYNC_READY: Duration = Duration::from_secs(15 * 60);
+/// Requeue while onboarding, in case a child's controller is silent.
+const RESYNC_WAITING: Duration = Duration::from_secs(60);
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER_VALUE));
+    let mut controller =
+        Controller::new(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default().any_semantic());
+    // Children are mapped to their tenant here rather than with `owns()`:
+    // `owns()` gives a cluster-scoped owner the child's namespace, so the
+    // same tenant would get a second queue key and two concurrent reconciles.
+    controller = controller
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<ResourceQuota>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Service>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Ingress>>::all(client.clone()), &managed))
+        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()), &managed));
+    for (kind, on) in [(ChildKind::HttpRoute, served.gateway_api), (ChildKind::PostgresCluster, served.cloud_native_pg)]
+    {
+        if on {
+            let ar = kind.api_resource();
+            let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar);
+            controller = controller.reconcile_on(owned_by_tenant(api, &managed));
+        }
+    }
+    // Secrets matter to a tenant whether it owns them (generated credentials)
+    // or not (an External database's, CloudNativePG's app secret): any change
+    // in a tenant namespace wakes that tenant. Metadata only: values never
+    // enter the operator's memory.
+    let store = controller.store();
+    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
+        .touched_objects()
+        .filter_map(move |secret| {
+            let store = store.clone();
+            async move {
+                let ns = secret.ok()?.namespace()?;
+                store.state().iter().find(|t| t.target_namespace() == ns).map(|t| ObjectRef::from_obj(&**t))
+            }
+        });
+    controller
+        .reconcile_on(secrets)
+        .with_config(ControllerConfig::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(tenant = %object.name, "reconciled"),
+                Err(error) => debug!(%error, "reconcile did not complete"),
+            }
+        })
+        .await;
+}
+
+/// Tenants named as owners by changed children, as cluster-scoped references.
+fn owned_by_tenant<K>(
+    api: Api<K>,
+    config: &watcher::Config,
+) -> impl futures::Stream<Item = ObjectRef<CareRecordTenant>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let kind = CareRecordTenant::kind(&()).to_string();
+    let group = format!("{}/", crate::api::GROUP);
+    watcher(api, config.clone()).touched_objects().filter_map(move |child| {
+        let owner = child.ok().and_then(|child| {
+            child
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == kind && o.api_version.starts_with(&group))
+                .map(|o| ObjectRef::<CareRecordTenant>::new(&o.name))
+        });
+        std::future::ready(owner)
+    })
+}
+
+#[instrument(skip(tenant, ctx), fields(tenant = %tenant.name_any()))]
+async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<Action> {
+    let api = Api::<CareRecordTenant>::all(ctx.client.clone());
+    let name = tenant.name_any();
+    let action = finalizer(&api, TENANT_FINALIZER, tenant, |event| async {
+        match event {
+            Finalizer::Apply(t) => apply_tenant(t, &ctx).await,
+            Finalizer::Cleanup(t) => cleanup(t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })?;
+    ctx.reset_backoff(&name);
+    Ok(action)
+}
+
+fn error_policy(tenant: Arc<CareRecordTenant>, error: &Error, ctx: Arc<Context>) -> Action {
+    let name = tenant.name_any();
+    warn!(tenant = %name, category = error.category(), %error, "reconcile failed");
+    let delay = ctx.next_backoff(&name);
+    let reference = tenant.object_ref(&());
+    let (reason, note) = (error.category().to_string(), error.to_string());
+    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
+    Action::requeue(delay)
+}
+
+/// What a reconcile concluded, before it becomes a status.
+struct Conclusion {
+    conditions: Vec<Observed>,
+    database: Option<DatabaseStatus>,
+}
+
+fn invalid(reason: &str, message: String) -> Conclusion {
+    Conclusion { conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)], database: None }
+}
+
+async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Action> {
+    // Rules the API server should already have enforced, checked again in
+    // case the CRD installed is older than this operator.
+    if let Err(problem) = validate::tenant(&tenant) {
+        finish(&tenant, ctx, invalid("InvalidSpec", problem.to_string())).await?;
+        return Ok(Action::await_change());
+    }
+    let served = ctx.capabilities.get().await?;
+    let recorded = tenant.status.as_ref().and_then(|s| s.database.as_ref()).map(|d| d.mode);
+    let mode = match resolve_database_mode(tenant.spec.database.mode, recorded, served.cloud_native_pg) {
+        Ok(mode) => mode,
+        Err(problem) => {
+            let mut c = invalid("CloudNativePGNotInstalled", problem.to_string());
+            c.conditions.push(Observed::new(
+                "DatabaseReady",
+                ConditionStatus::False,
+                "CloudNativePGNotInstalled",
+                problem.to_string(),
+            ));
+            finish(&tenant, ctx, c).await?;
+            // Discovery is refreshed every minute; check again then.
+            return Ok(Action::requeue(RESYNC_WAITING));
+        }
+    };
+    let facts = Facts { database_mode: mode, gateway_api: served.gateway_api };
+    let connection = render_tenant::DatabaseConnection::for_tenant(&tenant, &ctx.settings, &facts);
+    let mut children = render_tenant::render(&tenant, &ctx.settings, &facts).into_children()?;
+
+    let name = tenant.name_any();
+    let namespace = tenant.target_namespace();
+    let kinds = served_kinds(served);
+    let mut live = apply::observe(&ctx.client, &kinds, &namespace, &labels::tenant_selector(&name)).await?;
+
+    // An External database's Secret is the user's to create; until it
+    // exists the record store is held back rather than left crash-looping.
+    let secret_missing = mode == DatabaseMode::External && !secret_exists(ctx, &namespace, &connection).await?;
+    for child in children.iter_mut() {
+        if child.write == WritePolicy::CreateOnce && live.get(&Key::of(child)).is_none() {
+            add_generated_password(child);
+        }
+    }
+    let desired: BTreeSet<Key> = children.iter().map(Key::of).collect();
+    let mut writes = 0usize;
+    for child in children.iter().filter(|c| !(secret_missing && needs_database(c))) {
+        let key = Key::of(child);
+        let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
+        if outcome != Outcome::Unchanged {
+            writes += 1;
+            debug!(child = %key, ?outcome, "wrote child");
+        }
+        if let Some(object) = object {
+            live.insert(key, object);
+        }
+    }
+    let policy = tenant.spec.database.deletion_policy;
+    for disposal in apply::prune(&ctx.client, &live, &desired, &tenant.uid().unwrap_or_default(), policy).await? {
+        report_disposal(&tenant, ctx, &disposal).await;
+    }
+    if writes > 0 {
+        info!(writes, "applied children");
+    }
+
+    let conclusion = conclude(&tenant, ctx, &live, mode, served, secret_missing, &connection);
+    let ready = conclusion.conditions.iter().all(Observed::is_true);
+    finish(&tenant, ctx, conclusion).await?;
+    Ok(Action::requeue(if ready || tenant.spec.suspend { RESYNC_READY } else { RESYNC_WAITING }))
+}
+
+fn served_kinds(served: Served) -> Vec<ChildKind> {
+    ChildKind::ALL
+        .into_iter()
+        .filter(|k| match k {
+            ChildKind::PostgresCluster => served.cloud_native_pg,
+            ChildKind::HttpRoute => served.gateway_api,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Children that cannot work without the database credentials.
+fn needs_database(child: &Child) -> bool {
+    matches!(child.kind, ChildKind::Deployment | ChildKind::HttpRoute | ChildKind::Ingress)
+}
+
+async fn secret_exists(ctx: &Context, namespace: &str, connection: &DatabaseConnection) -> Result<bool> {
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    Ok(api.get_metadata_opt(&connection.secret_name).await?.is_some())
+}
+
+/// The generated password exists only in the request that creates the
+/// Secret: never in a log, an Event or a status.
+fn add_generated_password(child: &mut Child) {
+    let password: String = rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
+    if let Some(data) = child.object.data.get_mut("stringData").and_then(|d| d.as_object_mut()) {
+        data.insert("password".into(), password.into());
+    }
+}
+
+fn verdict(type_: &'static str, v: Verdict) -> Observed {
+    Observed::new(type_, ConditionStatus::from_bool(v.ready), v.reason, v.message)
+}
+
+fn conclude(
+    tenant: &CareRecordTenant,
+    ctx: &Context,
+    live: &Live,
+    mode: DatabaseMode,
+    served: Served,
+    secret_missing: bool,
+    connection: &DatabaseConnection,
+) -> Conclusion {
+    let namespace = tenant.target_namespace();
+    let ns_active = live
+        .value(ChildKind::Namespace, &namespace)
+        .is_some_and(|n| n.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Active"));
+    let ns = Observed::new(
+        "NamespaceReady",
+        ConditionStatus::from_bool(ns_active),
+        if ns_active { "Active" } else { "Pending" },
+        format!("namespace {namespace}"),
+    );
+    let database = match mode {
+        DatabaseMode::StatefulSet => readiness::statefulset(live.value(ChildKind::StatefulSet, "records-db").as_ref()),
+        DatabaseMode::CloudNativePG => {
+            readiness::cnpg_cluster(live.value(ChildKind::PostgresCluster, CNPG_CLUSTER).as_ref())
+        }
+        DatabaseMode::External if secret_missing => Verdict {
+            ready: false,
+            reason: "ExternalSecretMissing",
+            message: format!(
+                "Secret {}/{} named by database.external.secretName does not exist; create it with keys {}, {} and {}",
+                namespace,
+                connection.secret_name,
+                connection.jdbc_url_key,
+                connection.username_key,
+                connection.password_key
+            ),
+        },
+        DatabaseMode::External => Verdict {
+            ready: true,
+            reason: "ExternalSecretFound",
+            message: format!("using the external database described by Secret {}", connection.secret_name),
+        },
+    };
+    let suspended = |type_| Observed::new(type_, ConditionStatus::True, "Suspended", "spec.suspend is true");
+    let record_store = if tenant.spec.suspend {
+        suspended("RecordStoreReady")
+    } else if secret_missing {
+        Observed::new(
+            "RecordStoreReady",
+            ConditionStatus::False,
+            "WaitingForDatabase",
+            "held back until the database Secret exists",
+        )
+    } else {
+        verdict("RecordStoreReady", readiness::deployment(live.value(ChildKind::Deployment, RECORD_STORE).as_ref()))
+    };
+    let gateway = if tenant.spec.suspend {
+        suspended("GatewayReady")
+    } else if secret_missing {
+        Observed::new(
+            "GatewayReady",
+            ConditionStatus::False,
+            "WaitingForDatabase",
+            "held back until the database Secret exists",
+        )
+    } else if served.gateway_api {
+        verdict("GatewayReady", readiness::http_route(live.value(ChildKind::HttpRoute, RECORD_STORE).as_ref()))
+    } else if ctx.settings.ingress.enabled {
+        verdict("GatewayReady", readiness::ingress(live.value(ChildKind::Ingress, RECORD_STORE).as_ref()))
+    } else {
+        Observed::new(
+            "GatewayReady",
+            ConditionStatus::False,
+            "NoRouteAvailable",
+            "the Gateway API is not served and the Ingress fallback is disabled",
+        )
+    };
+    let mut conditions = vec![ns, verdict("DatabaseReady", database), record_store, gateway];
+    let failing: Vec<String> =
+        conditions.iter().filter(|c| !c.is_true()).map(|c| format!("{}: {}", c.type_, c.message)).collect();
+    conditions.push(if failing.is_empty() {
+        Observed::new(
+            "Ready",
+            ConditionStatus::True,
+            if tenant.spec.suspend { "Suspended" } else { "Ready" },
+            format!("serving {}", tenant.endpoint()),
+        )
+    } else {
+        Observed::new("Ready", ConditionStatus::False, "Onboarding", failing.join("; "))
+    });
+    Conclusion { conditions, database: Some(DatabaseStatus { mode, secret_name: connection.secret_name.clone() }) }
+}
+
+/// Turns a conclusion into a status, writes it if it changed and publishes
+/// Events for transitions.
+async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion) -> Result<()> {
+    let previous = tenant.status.clone().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let ready = conclusion.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true());
+    let invalid = conclusion.conditions.len() == 1
+        || conclusion.conditions.iter().any(|c| c.reason == "CloudNativePGNotInstalled");
+    let phase = if tenant.spec.suspend {
+        TenantPhase::Suspended
+    } else if ready {
+        TenantPhase::Ready
+    } else if previous.onboarded_at.is_some() && !invalid {
+        TenantPhase::Degraded
+    } else {
+        TenantPhase::Onboarding
+    };
+    let conditions = condition::merge(&previous.conditions, &conclusion.conditions, tenant.metadata.generation, &now);
+    let status = CareRecordTenantStatus {
+        observed_generation: tenant.metadata.generation,
+        phase: Some(phase),
+        conditions,
+        namespace: Some(tenant.target_namespace()),
+        endpoint: Some(tenant.endpoint()),
+        database: conclusion.database.or(previous.database.clone()),
+        onboarded_at: previous.onboarded_at.clone().or_else(|| (phase == TenantPhase::Ready).then(|| now.clone())),
+    };
+    let api = Api::<CareRecordTenant>::all(ctx.client.clone());
+    let written = status::write_if_changed(&api, tenant, tenant.status.as_ref(), &status, same_status).await?;
+    if written {
+        publish_transitions(tenant, ctx, &previous, &status).await;
+    }
+    Ok(())
+}
+
+fn same_status(a: &CareRecordTenantStatus, b: &CareRecordTenantStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && a.phase == b.phase
+        && condition::same(&a.conditions, &b.conditions)
+        && a.namespace == b.namespace
+        && a.endpoint == b.endpoint
+        && a.database == b.database
+        && a.onboarded_at == b.onboarded_at
+}
+
+/// Reasons that deserve a Warning Event when a condition turns to them.
+const WARNING_REASONS: &[&str] =
+    &["InvalidSpec", "ExternalSecretMissing", "CloudNativePGNotInstalled", "NotAccepted", "NoRouteAvailable"];
+
+async fn publish_transitions(
+    tenant: &CareRecordTenant,
+    ctx: &Context,
+    before: &CareRecordTenantStatus,
+    after: &CareRecordTenantStatus,
+) {
+    let reference = tenant.object_ref(&());
+    if before.phase != after.phase
+        && let Some(phase) = after.phase
+    {
+        let note = match phase {
+            TenantPhase::Ready => format!("tenant is Ready and serving {}", tenant.endpoint()),
+            TenantPhase::Onboarding => format!("onboarding into namespace {}", tenant.target_namespace()),
+            TenantPhase::Degraded => {
+                after.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default()
+            }
+            TenantPhase::Suspended => "record store scaled to zero and route removed; data kept".into(),
+            TenantPhase::Terminating => "tenant is being deleted".into(),
+        };
+        ctx.events.publish(&reference, phase == TenantPhase::Degraded, phase.as_str(), "Reconcile", note).await;
+    }
+    for c in &after.conditions {
+        let was = before.conditions.iter().find(|p| p.type_ == c.type_);
+        let changed = was.is_none_or(|p| p.status != c.status || p.reason != c.reason);
+        if changed && c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str()) {
+            ctx.events.publish(&reference, true, &c.reason, "Validate", c.message.clone()).await;
+        }
+    }
+}
+
+async fn report_disposal(tenant: &CareRecordTenant, ctx: &Context, disposal: &Disposal) {
+    let reference = tenant.object_ref(&());
+    match disposal {
+        Disposal::Deleted(key) => {
+            info!(child = %key, "pruned child");
+            ctx.events.publish(&reference, false, "Pruned", "Prune", format!("deleted {key}, no longer desired")).await;
+        }
+        Disposal::Orphaned(key) => {
+            info!(child = %key, "kept data-bearing child");
+            ctx.events
+                .publish(
+                    &reference,
+                    false,
+                    "Retained",
+                    "Prune",
+                    format!("kept {key}: it holds patient data; it is no longer managed"),
+                )
+                .await;
+        }
+    }
+}
+
+async fn cleanup(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Action> {
+    let name = tenant.name_any();
+    let namespace = tenant.target_namespace();
+    let served = ctx.capabilities.get().await?;
+    let live = apply::observe(&ctx.client, &served_kinds(served), &namespace, &labels::tenant_selector(&name)).await?;
+    let policy = tenant.spec.database.deletion_policy;
+    let disposals = apply::release(&ctx.client, &live, &tenant.uid().unwrap_or_default(), policy).await?;
+    let kept: Vec<String> = disposals
+        .iter()
+        .filter_map(|d| match d {
+            Disposal::Orphaned(k) => Some(k.to_string()),
+            Disposal::Deleted(_) => None,
+        })
+        .collect();
+    let reference = tenant.object_ref(&());
+    let note = match policy {
+        DeletionPolicy::Retain => format!(
+            "deletionPolicy Retain: data flow stopped; kept namespace {namespace} with its database, volumes and secrets ({} objects), labelled {}=true. Delete the namespace to erase the data.",
+            kept.len(),
+            labels::RETAINED
+        ),
+        DeletionPolicy::Delete => format!("deletionPolicy Delete: deleted namespace {namespace} and all tenant data"),
+    };
+    info!(tenant = %name, ?policy, kept = kept.len(), "released tenant");
+    ctx.events
+        .publish(
+            &reference,
+            false,
+            if policy == DeletionPolicy::Retain { "DataRetained" } else { "DataDeleted" },
+            "Delete",
+            note,
+        )
+        .await;
+    Ok(Action::await_change())
+}

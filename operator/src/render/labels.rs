@@ -1,0 +1,44 @@
+//! Labels and annotations the operator puts on what it manages.
+
+use std::collections::BTreeMap;
+
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const PART_OF: &str = "app.kubernetes.io/part-of";
+pub const NAME: &str = "app.kubernetes.io/name";
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+/// Name of the tenant a child belongs to. Prune lists by this label.
+pub const TENANT: &str = "carerecord.dev/tenant";
+/// Marks a child that holds or protects patient data: it is kept (orphaned,
+/// never deleted) when no longer desired or when a `Retain` tenant is
+/// deleted.
+pub const RETAIN: &str = "carerecord.dev/retain";
+/// Set on children kept after their tenant was deleted.
+pub const RETAINED: &str = "carerecord.dev/retained";
+/// Pod label that network policies select on.
+pub const POD_COMPONENT: &str = "carerecord.dev/component";
+
+pub const MANAGER_VALUE: &str = "ics-operator";
+
+/// Labels every child of a tenant carries.
+pub fn tenant_labels(tenant: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.to_string(), MANAGER_VALUE.to_string()),
+        (PART_OF.to_string(), "carerecord".to_string()),
+        (COMPONENT.to_string(), component.to_string()),
+        (TENANT.to_string(), tenant.to_string()),
+    ])
+}
+
+/// Label selector (as a string) matching every child of a tenant.
+pub fn tenant_selector(tenant: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER_VALUE},{TENANT}={tenant}")
+}
+
+/// Pod labels for a component of a tenant.
+pub fn pod_labels(tenant: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME.to_string(), component.to_string()),
+        (TENANT.to_string(), tenant.to_string()),
+        (POD_COMPONENT.to_string(), component.to_string()),
+    ])
+}

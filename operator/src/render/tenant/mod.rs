@@ -1,0 +1,327 @@
+//! Children of a `CareRecordTenant`.
+
+mod access;
+mod database;
+mod namespace;
+mod network;
+mod record_store;
+mod route;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::api::tenant::{CareRecordTenant, DatabaseMode};
+use crate::render::child::{Child, ChildError, ChildKind};
+use crate::render::labels;
+use crate::settings::PlatformSettings;
+
+pub use database::{CNPG_CLUSTER, CREDENTIALS_SECRET, DATABASE, DatabaseConnection};
+pub use record_store::{RECORD_STORE, RECORD_STORE_PORT};
+
+/// What the controller observed about the cluster, which decides the shape of
+/// the children. Offline `render` takes these from flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// The database mode in effect (see `resolve_database_mode`).
+    pub database_mode: DatabaseMode,
+    /// True when the Gateway API (HTTPRoute) is served.
+    pub gateway_api: bool,
+}
+
+/// Why the database mode cannot be decided.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseModeError {
+    #[error(
+        "database.mode is CloudNativePG but the CloudNativePG Cluster CRD (postgresql.cnpg.io/v1) is not installed; install the CloudNativePG operator or choose StatefulSet or External"
+    )]
+    CloudNativePgNotInstalled,
+}
+
+/// The database mode: the spec's, else the one recorded in status (a choice
+/// once made is kept, so installing CloudNativePG later never moves a
+/// tenant's data), else CloudNativePG when served, else StatefulSet.
+pub fn resolve_database_mode(
+    spec: Option<DatabaseMode>,
+    recorded: Option<DatabaseMode>,
+    cnpg_served: bool,
+) -> Result<DatabaseMode, DatabaseModeError> {
+    match spec.or(recorded) {
+        Some(DatabaseMode::CloudNativePG) if !cnpg_served => Err(DatabaseModeError::CloudNativePgNotInstalled),
+        Some(mode) => Ok(mode),
+        None if cnpg_served => Ok(DatabaseMode::CloudNativePG),
+        None => Ok(DatabaseMode::StatefulSet),
+    }
+}
+
+/// The database's children for the chosen mode.
+#[derive(Clone, Debug)]
+pub enum DatabaseChildren {
+    CloudNativePG { cluster: serde_json::Value },
+    StatefulSet(Box<StatefulSetDatabase>),
+    External,
+}
+
+/// A Postgres StatefulSet with its Service and generated credentials.
+#[derive(Clone, Debug)]
+pub struct StatefulSetDatabase {
+    pub credentials: Secret,
+    pub service: Service,
+    pub statefulset: StatefulSet,
+}
+
+/// How the record store is published.
+#[derive(Clone, Debug)]
+pub enum PublicRoute {
+    Gateway(Box<gateway_api::httproutes::HttpRoute>),
+    Ingress(Box<Ingress>),
+}
+
+/// Everything a tenant owns. The applier destructures this without `..`, so a
+/// new child cannot be added without being applied.
+#[derive(Clone, Debug)]
+pub struct TenantChildren {
+    pub namespace: Namespace,
+    pub quota: ResourceQuota,
+    pub limit_range: LimitRange,
+    pub network_policies: Vec<NetworkPolicy>,
+    pub database: DatabaseChildren,
+    pub record_store: Deployment,
+    pub record_store_service: Service,
+    pub route: Option<PublicRoute>,
+    pub admins: Option<RoleBinding>,
+}
+
+/// Shared inputs of the builders.
+pub(crate) struct Ctx<'a> {
+    pub tenant: &'a CareRecordTenant,
+    pub settings: &'a PlatformSettings,
+    pub facts: &'a Facts,
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Ctx<'_> {
+    /// Metadata of a namespaced child: name, tenant labels, owner reference.
+    pub fn meta(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels::tenant_labels(&self.name, component)),
+            owner_references: owner_reference(self.tenant).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// Owner reference to the tenant, when it has a UID (always in the cluster;
+/// not for a file rendered offline).
+pub fn owner_reference(tenant: &CareRecordTenant) -> Option<OwnerReference> {
+    tenant.controller_owner_ref(&())
+}
+
+/// Renders every child of a tenant.
+pub fn render(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Facts) -> TenantChildren {
+    let ctx = Ctx { tenant, settings, facts, name: tenant.name_any(), namespace: tenant.target_namespace() };
+    let connection = database::connection(&ctx);
+    TenantChildren {
+        namespace: namespace::namespace(&ctx),
+        quota: namespace::quota(&ctx),
+        limit_range: namespace::limit_range(&ctx),
+        network_policies: network::policies(&ctx),
+        database: database::children(&ctx),
+        record_store: record_store::deployment(&ctx, &connection),
+        record_store_service: record_store::service(&ctx),
+        route: if tenant.spec.suspend { None } else { route::route(&ctx) },
+        admins: access::role_binding(&ctx),
+    }
+}
+
+impl TenantChildren {
+    /// The children in the order they are applied: the namespace and its
+    /// guard rails first, data before the workloads that use it, the public
+    /// route last.
+    pub fn into_children(self) -> Result<Vec<Child>, ChildError> {
+        let TenantChildren {
+            namespace,
+            quota,
+            limit_range,
+            network_policies,
+            database,
+            record_store,
+            record_store_service,
+            route,
+            admins,
+        } = self;
+        let mut out = vec![
+            Child::new(ChildKind::Namespace, &namespace, true)?,
+            Child::new(ChildKind::ResourceQuota, &quota, true)?,
+            Child::new(ChildKind::LimitRange, &limit_range, true)?,
+        ];
+        for policy in &network_policies {
+            out.push(Child::new(ChildKind::NetworkPolicy, policy, true)?);
+        }
+        match database {
+            DatabaseChildren::CloudNativePG { cluster } => {
+                out.push(Child::from_value(ChildKind::PostgresCluster, cluster, true)?);
+            }
+            DatabaseChildren::StatefulSet(db) => {
+                let StatefulSetDatabase { credentials, service, statefulset } = *db;
+                out.push(Child::new(ChildKind::Secret, &credentials, true)?.create_once());
+                out.push(Child::new(ChildKind::Service, &service, true)?);
+                out.push(Child::new(ChildKind::StatefulSet, &statefulset, true)?);
+            }
+            DatabaseChildren::External => {}
+        }
+        out.push(Child::new(ChildKind::Deployment, &record_store, false)?);
+        out.push(Child::new(ChildKind::Service, &record_store_service, false)?);
+        match route {
+            Some(PublicRoute::Gateway(route)) => out.push(Child::new(ChildKind::HttpRoute, &*route, false)?),
+            Some(PublicRoute::Ingress(ingress)) => out.push(Child::new(ChildKind::Ingress, &*ingress, false)?),
+            None => {}
+        }
+        if let Some(binding) = admins {
+            out.push(Child::new(ChildKind::RoleBinding, &binding, false)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Test fixtures shared by the builders' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    pub fn tenant(yaml: &str) -> CareRecordTenant {
+        let mut t: CareRecordTenant = serde_yaml::from_str(yaml).expect("fixture parses");
+        t.metadata.uid = Some("0b5e7f4c-1111-4d8e-9c55-2a3b4c5d6e7f".into());
+        t
+    }
+
+    pub const CHESHIRE: &str = r#"
+apiVersion: carerecord.dev/v1alpha1
+kind: CareRecordTenant
+metadata:
+  name: cheshire-merseyside
+spec:
+  displayName: Cheshire and Merseyside ICS
+  odsCode: QYG
+  region: North West
+  gateway:
+    hostname: cheshire-merseyside.scr.example.nhs.uk
+  database:
+    mode: StatefulSet
+    storageSize: 20Gi
+  admins:
+    groups: ["scr:cheshire-merseyside-admins"]
+    users: ["jane.doe@nhs.net"]
+"#;
+
+    pub fn facts(mode: DatabaseMode) -> Facts {
+        Facts { database_mode: mode, gateway_api: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_mode_from_spec_wins() {
+        assert_eq!(
+            resolve_database_mode(Some(DatabaseMode::External), Some(DatabaseMode::StatefulSet), true),
+            Ok(DatabaseMode::External)
+        );
+    }
+
+    #[test]
+    fn database_mode_recorded_in_status_is_kept_when_cnpg_appears_later() {
+        assert_eq!(resolve_database_mode(None, Some(DatabaseMode::StatefulSet), true), Ok(DatabaseMode::StatefulSet));
+    }
+
+    #[test]
+    fn database_mode_defaults_to_cnpg_when_served() {
+        assert_eq!(resolve_database_mode(None, None, true), Ok(DatabaseMode::CloudNativePG));
+    }
+
+    #[test]
+    fn database_mode_defaults_to_statefulset_without_cnpg() {
+        assert_eq!(resolve_database_mode(None, None, false), Ok(DatabaseMode::StatefulSet));
+    }
+
+    #[test]
+    fn explicit_cnpg_without_its_crd_is_an_error() {
+        assert_eq!(
+            resolve_database_mode(Some(DatabaseMode::CloudNativePG), None, false),
+            Err(DatabaseModeError::CloudNativePgNotInstalled)
+        );
+    }
+
+    #[test]
+    fn every_namespaced_child_is_owned_and_labelled() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let children = render(&t, &PlatformSettings::default(), &fixtures::facts(DatabaseMode::StatefulSet))
+            .into_children()
+            .unwrap();
+        for c in &children {
+            let meta = &c.object.metadata;
+            assert_eq!(meta.owner_references.as_ref().map(Vec::len), Some(1), "{:?} {}", c.kind, c.name());
+            let l = meta.labels.as_ref().unwrap();
+            assert_eq!(l.get(labels::TENANT).map(String::as_str), Some("cheshire-merseyside"));
+            assert_eq!(l.get(labels::MANAGED_BY).map(String::as_str), Some("ics-operator"));
+            if c.kind.namespaced() {
+                assert_eq!(c.namespace(), Some("scr-cheshire-merseyside"), "{:?}", c.kind);
+            }
+        }
+    }
+
+    #[test]
+    fn data_children_are_marked_retain_and_workloads_are_not() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let children = render(&t, &PlatformSettings::default(), &fixtures::facts(DatabaseMode::StatefulSet))
+            .into_children()
+            .unwrap();
+        let retained: Vec<_> = children.iter().filter(|c| c.retain()).map(|c| (c.kind, c.name().to_string())).collect();
+        assert!(retained.contains(&(ChildKind::Namespace, "scr-cheshire-merseyside".into())));
+        assert!(retained.contains(&(ChildKind::StatefulSet, "records-db".into())));
+        assert!(retained.contains(&(ChildKind::Secret, "records-db-credentials".into())));
+        assert!(!retained.iter().any(|(k, _)| *k == ChildKind::Deployment || *k == ChildKind::HttpRoute));
+    }
+
+    #[test]
+    fn suspended_tenant_has_no_route_and_no_record_store_pods() {
+        let mut t = fixtures::tenant(fixtures::CHESHIRE);
+        t.spec.suspend = true;
+        let children = render(&t, &PlatformSettings::default(), &fixtures::facts(DatabaseMode::StatefulSet));
+        assert!(children.route.is_none());
+        assert_eq!(children.record_store.spec.unwrap().replicas, Some(0));
+    }
+
+    #[test]
+    fn without_gateway_api_the_route_is_an_ingress() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let facts = Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false };
+        let children = render(&t, &PlatformSettings::default(), &facts);
+        assert!(matches!(children.route, Some(PublicRoute::Ingress(_))));
+    }
+
+    #[test]
+    fn without_gateway_api_or_ingress_fallback_there_is_no_route() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let mut settings = PlatformSettings::default();
+        settings.ingress.enabled = false;
+        let facts = Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false };
+        assert!(render(&t, &settings, &facts).route.is_none());
+    }
+}
+
+impl DatabaseConnection {
+    /// Where the record store of `tenant` finds its database credentials.
+    pub fn for_tenant(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Facts) -> Self {
+        let ctx = Ctx { tenant, settings, facts, name: tenant.name_any(), namespace: tenant.target_namespace() };
+        database::connection(&ctx)
+    }
+}

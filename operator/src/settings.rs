@@ -1,0 +1,145 @@
+//! Platform settings: how this platform is wired (Gateway, images, RBAC
+//! names). Read once at start from a YAML file (the Helm chart writes it from
+//! values) and passed to `render`, so previews and the controller agree.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Settings that apply to every tenant on this platform.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct PlatformSettings {
+    /// The platform Gateway that tenant routes attach to.
+    pub gateway: GatewaySettings,
+    /// Ingress used when the Gateway API is not served by the cluster.
+    pub ingress: IngressSettings,
+    /// Default container images.
+    pub images: Images,
+    /// ClusterRole bound to each tenant's admins in the tenant namespace.
+    pub tenant_admin_cluster_role: String,
+    /// Namespace where the CloudNativePG operator runs; its pods may reach
+    /// database pods.
+    pub cloud_native_pg_namespace: String,
+    /// Namespace of the cluster DNS service; tenant pods may reach it on port 53.
+    pub dns_namespace: String,
+}
+
+impl Default for PlatformSettings {
+    fn default() -> Self {
+        Self {
+            gateway: GatewaySettings::default(),
+            ingress: IngressSettings::default(),
+            images: Images::default(),
+            tenant_admin_cluster_role: "carerecord-tenant-admin".into(),
+            cloud_native_pg_namespace: "cnpg-system".into(),
+            dns_namespace: "kube-system".into(),
+        }
+    }
+}
+
+/// The Gateway that HTTPRoutes attach to.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Gateway name.
+    pub name: String,
+    /// Gateway namespace; also where gateway pods run, so the record store
+    /// admits traffic from it.
+    pub namespace: String,
+    /// Listener name, e.g. "https"; empty attaches to every listener.
+    pub section_name: Option<String>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { name: "platform".into(), namespace: "gateway-system".into(), section_name: Some("https".into()) }
+    }
+}
+
+/// Ingress fallback for clusters without the Gateway API.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct IngressSettings {
+    /// When true and the Gateway API is not served, publish tenants with an Ingress.
+    pub enabled: bool,
+    /// IngressClass to use; empty uses the cluster default.
+    pub class_name: Option<String>,
+    /// Namespace of the ingress controller's pods, admitted to the record store.
+    pub controller_namespace: String,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        Self { enabled: true, class_name: None, controller_namespace: "ingress-nginx".into() }
+    }
+}
+
+/// Default images.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Images {
+    /// FHIR record store (HAPI FHIR JPA server).
+    pub record_store: String,
+    /// Postgres for StatefulSet databases.
+    pub postgres: String,
+    /// Postgres operand image for CloudNativePG clusters.
+    pub cloud_native_pg: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            record_store: "hapiproject/hapi:v8.8.0-1".into(),
+            postgres: "postgres:17.6".into(),
+            cloud_native_pg: "ghcr.io/cloudnative-pg/postgresql:17.6".into(),
+        }
+    }
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid settings in {path}: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+}
+
+impl PlatformSettings {
+    /// Loads settings from a YAML file; unknown keys are an error so a typo
+    /// does not silently fall back to a default.
+    pub fn from_file(path: &str) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
+        Self::from_yaml(&text).map_err(|source| SettingsError::Parse { path: path.into(), source })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(PlatformSettings::from_yaml("").unwrap(), PlatformSettings::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let s = PlatformSettings::from_yaml("gateway:\n  name: shared\n").unwrap();
+        assert_eq!(s.gateway.name, "shared");
+        assert_eq!(s.gateway.namespace, "gateway-system");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = PlatformSettings::from_yaml("gatway: {}\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `gatway`"), "{err}");
+    }
+}
