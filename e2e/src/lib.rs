@@ -39,7 +39,7 @@ impl Operator {
                 .expect("operator runtime");
             runtime.block_on(async move {
                 let client = Client::try_default().await.expect("operator client");
-                let settings = ics_operator::settings::PlatformSettings::default();
+                let settings = settings();
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
@@ -68,6 +68,15 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Platform settings of the e2e operator: defaults, plus loopback allowed
+/// for probes so tests can stand up provider endpoints on this machine.
+pub fn settings() -> ics_operator::settings::PlatformSettings {
+    let mut s = ics_operator::settings::PlatformSettings::default();
+    s.probe.allowed_cidrs = vec!["127.0.0.0/8".parse().expect("CIDR")];
+    s.probe.interval_seconds = 15;
+    s
 }
 
 /// One operator shared by every test of a test binary (they run in parallel
@@ -272,4 +281,73 @@ pub async fn children_versions(client: &Client, name: &str) -> Vec<(String, Stri
     }
     out.sort();
     out
+}
+
+/// A connector manifest in a tenant namespace.
+pub fn connector(name: &str, namespace: &str, system: &str, url: &str) -> Value {
+    json!({
+        "apiVersion": "carerecord.dev/v1alpha1",
+        "kind": "ProviderConnector",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "provider": {"odsCode": "N82054", "name": "E2E Medical Centre", "kind": "GPPractice"},
+            "system": system,
+            "endpoint": {"url": url},
+        }
+    })
+}
+
+pub fn connectors(client: &Client, namespace: &str) -> Api<ics_operator::api::ProviderConnector> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+pub async fn apply_connector(
+    client: &Client,
+    manifest: &Value,
+) -> Result<ics_operator::api::ProviderConnector, kube::Error> {
+    let name = manifest["metadata"]["name"].as_str().expect("named");
+    let ns = manifest["metadata"]["namespace"].as_str().expect("namespaced");
+    connectors(client, ns).patch(name, &PatchParams::apply("e2e-test").force(), &Patch::Apply(manifest)).await
+}
+
+/// Waits for a connector condition of the given type and status for the current generation.
+pub async fn wait_connector_condition(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let api = connectors(client, namespace);
+    eventually(&format!("connector {namespace}/{name} {type_}={status}"), || async {
+        let c = api.get_opt(name).await.ok().flatten()?;
+        let s = c.status.as_ref()?;
+        if s.observed_generation != c.metadata.generation {
+            return None;
+        }
+        s.conditions.iter().find(|x| x.type_ == type_ && x.status == status).cloned()
+    })
+    .await
+}
+
+/// An MLLP-style listener on loopback that accepts and drops connections.
+pub async fn tcp_listener() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    addr
+}
+
+/// Onboards a StatefulSet tenant to Ready and returns its name and namespace.
+pub async fn ready_tenant(client: &Client, prefix: &str, extra_spec: Value) -> (String, String) {
+    let name = unique(prefix);
+    let mut manifest = tenant(&name, "    mode: StatefulSet\n    storageSize: 1Gi\n    deletionPolicy: Delete");
+    if let (Some(spec), Value::Object(extra)) = (manifest["spec"].as_object_mut(), extra_spec) {
+        spec.extend(extra);
+    }
+    apply_tenant(client, &manifest).await.expect("tenant accepted");
+    let ns = namespace_of(&name);
+    accept_routes(client, &ns).await;
+    wait_ready(client, &name).await;
+    (name, ns)
 }

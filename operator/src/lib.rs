@@ -5,7 +5,9 @@
 //! `api`, `settings` and `render` are pure: no client, no network, no runtime.
 
 pub mod api;
+pub mod catalogue;
 pub mod controller;
+pub mod probe;
 pub mod render;
 pub mod settings;
 pub mod telemetry;

@@ -46,6 +46,26 @@ enum Command {
         #[arg(long)]
         without_gateway_api: bool,
     },
+    /// List the connector catalogue (built-in profiles).
+    Catalogue {
+        /// Output format: table or yaml.
+        #[arg(short = 'o', long = "output", default_value = "table")]
+        output: String,
+    },
+    /// Probe a provider endpoint the way the operator does, before applying a connector.
+    Probe {
+        /// Endpoint URL (https://... or mllp://host:port).
+        url: String,
+        /// Catalogue profile deciding how to probe (FHIR metadata or MLLP connect).
+        #[arg(long, default_value = "generic-fhir-r4")]
+        system: String,
+        /// CIDR that may be probed although private or loopback (repeatable).
+        #[arg(long = "allow-cidr")]
+        allow_cidr: Vec<ipnet::IpNet>,
+        /// Output format: text or json.
+        #[arg(short = 'o', long = "output", default_value = "text")]
+        output: String,
+    },
     /// Print the version.
     Version,
 }
@@ -59,6 +79,8 @@ async fn main() -> ExitCode {
         Command::Render { file, platform, without_cloudnative_pg, without_gateway_api } => {
             render(&file, platform.as_deref(), !without_cloudnative_pg, !without_gateway_api)
         }
+        Command::Catalogue { output } => catalogue(&output),
+        Command::Probe { url, system, allow_cidr, output } => probe(&url, &system, allow_cidr, &output).await,
         Command::Version => {
             println!("ics-operator {}", ics_operator::VERSION);
             Ok(())
@@ -71,6 +93,63 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn catalogue(output: &str) -> anyhow::Result<()> {
+    let catalogue = ics_operator::catalogue::Catalogue::built_in();
+    match output {
+        "yaml" => print!("{}", serde_yaml::to_string(&catalogue.iter().collect::<Vec<_>>())?),
+        "table" => {
+            println!("{:<26} {:<10} {:<13} {:<40} RESOURCES", "NAME", "PROTOCOL", "SCHEDULE", "SYSTEM");
+            for p in catalogue.iter() {
+                let schedule = match p.schedule.interval_seconds {
+                    Some(s) => format!("{:?}/{s}s", p.schedule.mode),
+                    None => format!("{:?}", p.schedule.mode),
+                };
+                println!(
+                    "{:<26} {:<10} {:<13} {:<40} {}",
+                    p.name,
+                    format!("{:?}", p.protocol),
+                    schedule,
+                    p.display_name,
+                    p.resources.join(",")
+                );
+            }
+        }
+        other => anyhow::bail!("unknown output format {other}; use table or yaml"),
+    }
+    Ok(())
+}
+
+async fn probe(url: &str, system: &str, allowed: Vec<ipnet::IpNet>, output: &str) -> anyhow::Result<()> {
+    let catalogue = ics_operator::catalogue::Catalogue::built_in();
+    let profile = catalogue.get(system).with_context(|| {
+        format!("system {system} is not in the catalogue (known: {})", catalogue.names().join(", "))
+    })?;
+    let settings = ics_operator::probe::ProbeSettings { allowed, ..Default::default() };
+    let result =
+        ics_operator::probe::probe(url, profile.protocol, profile.probe_path.as_deref(), None, &settings).await;
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(&result)?),
+        _ => {
+            let verdict = if result.reachable { "reachable" } else { "NOT reachable" };
+            println!("{url}: {verdict} in {}ms", result.latency_ms);
+            if let Some(failure) = result.failure {
+                println!("  reason:  {}", failure.as_str());
+            }
+            println!("  detail:  {}", result.message);
+            if let Some(v) = &result.fhir_version {
+                println!("  FHIR:    {v}");
+            }
+            if let Some(s) = &result.software {
+                println!("  software: {s}");
+            }
+        }
+    }
+    if !result.reachable {
+        anyhow::bail!("{url} is not reachable: {}", result.message);
+    }
+    Ok(())
 }
 
 fn crds() -> anyhow::Result<()> {

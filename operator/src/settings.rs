@@ -22,6 +22,47 @@ pub struct PlatformSettings {
     pub cloud_native_pg_namespace: String,
     /// Namespace of the cluster DNS service; tenant pods may reach it on port 53.
     pub dns_namespace: String,
+    /// How provider endpoints are probed.
+    pub probe: ProbeSettings,
+    /// Extra connector profiles, from a ConfigMap (key `profiles.yaml`).
+    pub catalogue: Option<ConfigMapRef>,
+}
+
+/// Probing of provider endpoints.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ProbeSettings {
+    /// Networks (CIDRs) that may be probed although they are private,
+    /// loopback or link-local, e.g. a trust's private network over a VPN.
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// Limit for one probe, in seconds.
+    pub timeout_seconds: u64,
+    /// Seconds between probes of one endpoint.
+    pub interval_seconds: u64,
+    /// Probes running at once, across all connectors.
+    pub max_concurrent: usize,
+    /// Probes started per second, across all connectors.
+    pub max_per_second: u32,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            allowed_cidrs: Vec::new(),
+            timeout_seconds: 5,
+            interval_seconds: 300,
+            max_concurrent: 4,
+            max_per_second: 10,
+        }
+    }
+}
+
+/// A ConfigMap by namespace and name.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapRef {
+    pub namespace: String,
+    pub name: String,
 }
 
 impl Default for PlatformSettings {
@@ -33,6 +74,8 @@ impl Default for PlatformSettings {
             tenant_admin_cluster_role: "carerecord-tenant-admin".into(),
             cloud_native_pg_namespace: "cnpg-system".into(),
             dns_namespace: "kube-system".into(),
+            probe: ProbeSettings::default(),
+            catalogue: None,
         }
     }
 }

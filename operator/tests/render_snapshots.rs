@@ -46,3 +46,60 @@ fn every_example_passes_the_crd_rules() {
         assert_eq!(ics_operator::render::validate::tenant(&example(name)), Ok(()), "{name}");
     }
 }
+
+mod connectors {
+    use super::*;
+    use ics_operator::api::ProviderConnector;
+    use ics_operator::catalogue::Catalogue;
+
+    fn connectors() -> Vec<ProviderConnector> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/connectors.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+    }
+
+    fn rendered(name: &str) -> String {
+        let tenant = example("tenant-statefulset.yaml");
+        let connector = connectors().into_iter().find(|c| c.metadata.name.as_deref() == Some(name)).unwrap();
+        let catalogue = Catalogue::built_in();
+        let profile = catalogue.get(&connector.spec.system).unwrap();
+        let children =
+            ics_operator::render::connector::render(&connector, profile, &tenant, &PlatformSettings::default(), true);
+        let values: Vec<_> = children.into_children().unwrap().iter().map(|c| c.to_value()).collect();
+        ics_operator::yaml::multi_doc(&values).unwrap()
+    }
+
+    #[test]
+    fn every_example_connector_passes_the_crd_rules() {
+        for c in connectors() {
+            assert_eq!(ics_operator::render::validate::connector(&c), Ok(()), "{:?}", c.metadata.name);
+        }
+    }
+
+    #[test]
+    fn emis_web_gp_practice() {
+        insta::assert_snapshot!(rendered("riverside-medical-centre"));
+    }
+
+    #[test]
+    fn systmone_gp_practice() {
+        insta::assert_snapshot!(rendered("park-lane-surgery"));
+    }
+
+    #[test]
+    fn oracle_health_acute_trust() {
+        insta::assert_snapshot!(rendered("liverpool-university-hospitals"));
+    }
+
+    #[test]
+    fn rio_mental_health_trust() {
+        insta::assert_snapshot!(rendered("mersey-care"));
+    }
+
+    #[test]
+    fn paused_mosaic_social_care_has_no_pods() {
+        let out = rendered("liverpool-adult-social-care");
+        assert!(out.contains("replicas: 0"), "{out}");
+        insta::assert_snapshot!(out);
+    }
+}

@@ -2,9 +2,12 @@
 //! they share. Nothing here touches the network.
 
 pub mod condition;
+pub mod connector;
+pub mod fhir;
 pub mod tenant;
 
 pub use condition::{ConditionStatus, ConditionsExt};
+pub use connector::{ProviderConnector, ProviderConnectorSpec, ProviderConnectorStatus};
 pub use tenant::{CareRecordTenant, CareRecordTenantSpec, CareRecordTenantStatus};
 
 use kube::CustomResourceExt;
@@ -14,7 +17,7 @@ pub const GROUP: &str = "carerecord.dev";
 
 /// Every CustomResourceDefinition this operator serves, in install order.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![CareRecordTenant::crd()]
+    vec![CareRecordTenant::crd(), ProviderConnector::crd()]
 }
 
 /// The pattern of an NHS ODS organisation code; CEL rules use the same text.

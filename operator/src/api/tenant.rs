@@ -25,6 +25,7 @@ use super::condition::conditions_schema;
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "ODS Code", type_ = "string", json_path = ".spec.odsCode"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(name = "Connectors", type_ = "integer", json_path = ".status.connectors.total", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 59").message("the tenant name must be at most 59 characters, so that the default namespace scr-<name> is a valid name"),
 )]
@@ -305,9 +306,23 @@ pub struct CareRecordTenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseStatus>,
 
+    /// Provider connectors in the tenant namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectors: Option<ConnectorCounts>,
+
     /// When the tenant first became Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onboarded_at: Option<Time>,
+}
+
+/// How many of the tenant's connectors are Ready.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorCounts {
+    /// Connectors whose Ready condition is True.
+    pub ready: i32,
+    /// All connectors in the tenant namespace.
+    pub total: i32,
 }
 
 /// The database as provisioned.

@@ -2,8 +2,10 @@
 
 pub mod apply;
 pub mod capabilities;
+pub mod connector;
 pub mod diff;
 pub mod events;
+pub mod prober;
 pub mod readiness;
 pub mod status;
 pub mod tenant;
@@ -56,6 +58,10 @@ pub struct Context {
     pub settings: PlatformSettings,
     pub capabilities: Capabilities,
     pub events: Events,
+    pub catalogue: crate::catalogue::Catalogue,
+    /// Why the extra catalogue from the settings' ConfigMap did not load.
+    pub catalogue_error: Option<String>,
+    pub prober: prober::Prober,
     backoff: Mutex<HashMap<String, u32>>,
 }
 
@@ -64,6 +70,9 @@ impl Context {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             capabilities: Capabilities::new(client.clone()),
+            catalogue: crate::catalogue::Catalogue::built_in(),
+            catalogue_error: None,
+            prober: prober::Prober::new(&settings.probe),
             events: Events::new(client.clone(), reporter),
             client,
             settings,
@@ -90,7 +99,17 @@ pub async fn run(
     settings: PlatformSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
-    let ctx = std::sync::Arc::new(Context::new(client, settings));
+    let mut ctx = Context::new(client, settings);
+    if let Some(source) = ctx.settings.catalogue.clone() {
+        match load_catalogue(&ctx.client, &source).await {
+            Ok(catalogue) => ctx.catalogue = catalogue,
+            Err(problem) => {
+                tracing::error!(%problem, "extra connector profiles not loaded; using the built-in catalogue");
+                ctx.catalogue_error = Some(problem);
+            }
+        }
+    }
+    let ctx = std::sync::Arc::new(ctx);
     let served = ctx.capabilities.get().await?;
     tracing::info!(
         version = crate::VERSION,
@@ -98,7 +117,11 @@ pub async fn run(
         gateway_api = served.gateway_api,
         "starting controllers"
     );
-    tenant::run(ctx, served, shutdown).await;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    tokio::join!(
+        tenant::run(ctx.clone(), served, shutdown.clone()),
+        connector::run(ctx.clone(), served, shutdown.clone()),
+    );
     tracing::info!("controllers stopped");
     Ok(())
 }
@@ -106,6 +129,18 @@ pub async fn run(
 /// Delay after the n-th consecutive failure (n >= 1).
 fn backoff_delay(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.saturating_sub(1).min(9)).min(300))
+}
+
+/// Built-in profiles plus those in the settings' ConfigMap (key `profiles.yaml`).
+async fn load_catalogue(
+    client: &Client,
+    source: &crate::settings::ConfigMapRef,
+) -> Result<crate::catalogue::Catalogue, String> {
+    let api = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &source.namespace);
+    let cm = api.get(&source.name).await.map_err(|e| format!("ConfigMap {}/{}: {e}", source.namespace, source.name))?;
+    let yaml = cm.data.unwrap_or_default().remove("profiles.yaml").unwrap_or_default();
+    crate::catalogue::Catalogue::with_extra(&yaml)
+        .map_err(|e| format!("ConfigMap {}/{}: {e}", source.namespace, source.name))
 }
 
 #[cfg(test)]

@@ -28,8 +28,10 @@ use super::readiness::{self, Verdict};
 use super::status;
 use super::{Context, Error, Result, TENANT_FINALIZER};
 use crate::api::condition::{self, ConditionStatus, Observed};
+use crate::api::connector::ProviderConnector;
 use crate::api::tenant::{
-    CareRecordTenant, CareRecordTenantStatus, DatabaseMode, DatabaseStatus, DeletionPolicy, TenantPhase,
+    CareRecordTenant, CareRecordTenantStatus, ConnectorCounts, DatabaseMode, DatabaseStatus, DeletionPolicy,
+    TenantPhase,
 };
 use crate::render::child::{Child, ChildKind, WritePolicy};
 use crate::render::labels;
@@ -72,18 +74,13 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
     // or not (an External database's, CloudNativePG's app secret): any change
     // in a tenant namespace wakes that tenant. Metadata only: values never
     // enter the operator's memory.
+    // Connectors change the tenant's counts.
     let store = controller.store();
-    let secrets = watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), watcher::Config::default())
-        .touched_objects()
-        .filter_map(move |secret| {
-            let store = store.clone();
-            async move {
-                let ns = secret.ok()?.namespace()?;
-                store.state().iter().find(|t| t.target_namespace() == ns).map(|t| ObjectRef::from_obj(&**t))
-            }
-        });
+    let secrets = in_tenant_namespace(Api::<PartialObjectMeta<Secret>>::all(client.clone()), store.clone());
+    let connectors = in_tenant_namespace(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), store);
     controller
         .reconcile_on(secrets)
+        .reconcile_on(connectors)
         .with_config(ControllerConfig::default().concurrency(16))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -94,6 +91,23 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
             }
         })
         .await;
+}
+
+/// The tenant whose namespace holds each changed object.
+fn in_tenant_namespace<K>(
+    api: Api<K>,
+    tenants: kube::runtime::reflector::Store<CareRecordTenant>,
+) -> impl futures::Stream<Item = ObjectRef<CareRecordTenant>> + Send + 'static
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    watcher(api, watcher::Config::default()).touched_objects().filter_map(move |object| {
+        let tenant = object.ok().and_then(|o| o.namespace()).and_then(|ns| {
+            tenants.state().iter().find(|t| t.target_namespace() == ns).map(|t| ObjectRef::from_obj(&**t))
+        });
+        std::future::ready(tenant)
+    })
 }
 
 /// Tenants named as owners by changed children, as cluster-scoped references.
@@ -152,10 +166,15 @@ fn error_policy(tenant: Arc<CareRecordTenant>, error: &Error, ctx: Arc<Context>)
 struct Conclusion {
     conditions: Vec<Observed>,
     database: Option<DatabaseStatus>,
+    connectors: Option<ConnectorCounts>,
 }
 
 fn invalid(reason: &str, message: String) -> Conclusion {
-    Conclusion { conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)], database: None }
+    Conclusion {
+        conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)],
+        database: None,
+        connectors: None,
+    }
 }
 
 async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Action> {
@@ -220,10 +239,23 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         info!(writes, "applied children");
     }
 
-    let conclusion = conclude(&tenant, ctx, &live, mode, served, secret_missing, &connection);
+    let mut conclusion = conclude(&tenant, ctx, &live, mode, served, secret_missing, &connection);
+    conclusion.connectors = Some(count_connectors(ctx, &namespace).await?);
     let ready = conclusion.conditions.iter().all(Observed::is_true);
     finish(&tenant, ctx, conclusion).await?;
     Ok(Action::requeue(if ready || tenant.spec.suspend { RESYNC_READY } else { RESYNC_WAITING }))
+}
+
+async fn count_connectors(ctx: &Context, namespace: &str) -> Result<ConnectorCounts> {
+    let list = Api::<ProviderConnector>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
+    let ready = list
+        .items
+        .iter()
+        .filter(|c| {
+            c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    Ok(ConnectorCounts { ready: ready as i32, total: list.items.len() as i32 })
 }
 
 fn served_kinds(served: Served) -> Vec<ChildKind> {
@@ -349,7 +381,11 @@ fn conclude(
     } else {
         Observed::new("Ready", ConditionStatus::False, "Onboarding", failing.join("; "))
     });
-    Conclusion { conditions, database: Some(DatabaseStatus { mode, secret_name: connection.secret_name.clone() }) }
+    Conclusion {
+        conditions,
+        database: Some(DatabaseStatus { mode, secret_name: connection.secret_name.clone() }),
+        connectors: None,
+    }
 }
 
 /// Turns a conclusion into a status, writes it if it changed and publishes
@@ -377,6 +413,7 @@ async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion
         namespace: Some(tenant.target_namespace()),
         endpoint: Some(tenant.endpoint()),
         database: conclusion.database.or(previous.database.clone()),
+        connectors: conclusion.connectors.or(previous.connectors),
         onboarded_at: previous.onboarded_at.clone().or_else(|| (phase == TenantPhase::Ready).then(|| now.clone())),
     };
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
@@ -394,6 +431,7 @@ fn same_status(a: &CareRecordTenantStatus, b: &CareRecordTenantStatus) -> bool {
         && a.namespace == b.namespace
         && a.endpoint == b.endpoint
         && a.database == b.database
+        && a.connectors == b.connectors
         && a.onboarded_at == b.onboarded_at
 }
 

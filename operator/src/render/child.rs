@@ -23,10 +23,11 @@ pub enum ChildKind {
     HttpRoute,
     Ingress,
     RoleBinding,
+    ConfigMap,
 }
 
 impl ChildKind {
-    pub const ALL: [ChildKind; 12] = [
+    pub const ALL: [ChildKind; 13] = [
         Self::Namespace,
         Self::ResourceQuota,
         Self::LimitRange,
@@ -39,6 +40,7 @@ impl ChildKind {
         Self::HttpRoute,
         Self::Ingress,
         Self::RoleBinding,
+        Self::ConfigMap,
     ];
 
     pub fn gvk(self) -> GroupVersionKind {
@@ -55,6 +57,7 @@ impl ChildKind {
             Self::HttpRoute => ("gateway.networking.k8s.io", "v1", "HTTPRoute"),
             Self::Ingress => ("networking.k8s.io", "v1", "Ingress"),
             Self::RoleBinding => ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+            Self::ConfigMap => ("", "v1", "ConfigMap"),
         };
         GroupVersionKind::gvk(g, v, k)
     }
@@ -73,6 +76,7 @@ impl ChildKind {
             Self::HttpRoute => "httproutes",
             Self::Ingress => "ingresses",
             Self::RoleBinding => "rolebindings",
+            Self::ConfigMap => "configmaps",
         }
     }
 

@@ -8,6 +8,10 @@ pub const NAME: &str = "app.kubernetes.io/name";
 pub const COMPONENT: &str = "app.kubernetes.io/component";
 /// Name of the tenant a child belongs to. Prune lists by this label.
 pub const TENANT: &str = "carerecord.dev/tenant";
+/// Name of the connector a child belongs to.
+pub const CONNECTOR: &str = "carerecord.dev/connector";
+/// Name of the sharing agreement a child belongs to.
+pub const AGREEMENT: &str = "carerecord.dev/agreement";
 /// Marks a child that holds or protects patient data: it is kept (orphaned,
 /// never deleted) when no longer desired or when a `Retain` tenant is
 /// deleted.
@@ -29,9 +33,15 @@ pub fn tenant_labels(tenant: &str, component: &str) -> BTreeMap<String, String> 
     ])
 }
 
-/// Label selector (as a string) matching every child of a tenant.
+/// Label selector matching the tenant's own children (not those of its
+/// connectors or agreements, which carry the tenant label too).
 pub fn tenant_selector(tenant: &str) -> String {
-    format!("{MANAGED_BY}={MANAGER_VALUE},{TENANT}={tenant}")
+    format!("{MANAGED_BY}={MANAGER_VALUE},{TENANT}={tenant},!{CONNECTOR},!{AGREEMENT}")
+}
+
+/// Label selector matching a connector's children.
+pub fn connector_selector(connector: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER_VALUE},{CONNECTOR}={connector}")
 }
 
 /// Pod labels for a component of a tenant.

@@ -5,7 +5,9 @@
 //! that a reviewer can find what an object looks like in one place.
 
 pub mod child;
+pub mod connector;
 pub mod labels;
+pub mod pod;
 pub mod tenant;
 pub mod validate;
 

@@ -22,6 +22,13 @@ pub fn tenant(tenant: &CareRecordTenant) -> Result<(), InvalidSpec> {
     }
 }
 
+/// Checks a connector against its CRD's CEL rules.
+pub fn connector(connector: &crate::api::ProviderConnector) -> Result<(), InvalidSpec> {
+    connector
+        .validate_cel()
+        .map_err(|errors| InvalidSpec { problems: errors.as_slice().iter().map(ToString::to_string).collect() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

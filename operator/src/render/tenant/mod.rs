@@ -20,6 +20,7 @@ use crate::render::labels;
 use crate::settings::PlatformSettings;
 
 pub use database::{CNPG_CLUSTER, CREDENTIALS_SECRET, DATABASE, DatabaseConnection};
+pub use network::CONNECTOR as CONNECTOR_COMPONENT;
 pub use record_store::{RECORD_STORE, RECORD_STORE_PORT};
 
 /// What the controller observed about the cluster, which decides the shape of

@@ -11,9 +11,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::database::{restricted_container, restricted_pod};
 use super::{Ctx, DatabaseConnection};
 use crate::render::labels;
+use crate::render::pod::{restricted_container, restricted_pod};
 
 /// Pod component label and object name of the record store.
 pub const RECORD_STORE: &str = "record-store";

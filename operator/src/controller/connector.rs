@@ -1,0 +1,413 @@
+//! The ProviderConnector controller.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{debug, instrument, warn};
+
+use super::apply::{self, Key, Outcome};
+use super::capabilities::Served;
+use super::readiness;
+use super::status;
+use super::{Context, Error, Result};
+use crate::api::condition::{self, ConditionStatus, Observed};
+use crate::api::connector::{ConnectorState, EndpointStatus, ProviderConnector, ProviderConnectorStatus};
+use crate::api::tenant::CareRecordTenant;
+use crate::probe::Credentials;
+use crate::render::child::ChildKind;
+use crate::render::connector as render_connector;
+use crate::render::labels;
+
+/// A probe that finds the same answer refreshes `lastChecked` at most this
+/// often, so a healthy, steady connector causes no status writes.
+const STATUS_REFRESH: Duration = Duration::from_secs(3600);
+
+pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={},{}",
+        labels::MANAGED_BY,
+        labels::MANAGER_VALUE,
+        labels::CONNECTOR
+    ));
+    let mut controller =
+        Controller::new(Api::<ProviderConnector>::all(client.clone()), watcher::Config::default().any_semantic())
+            .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+            .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+            .owns(Api::<Service>::all(client.clone()), owned.clone())
+            .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+    if served.gateway_api {
+        let ar = ChildKind::HttpRoute.api_resource();
+        controller = controller.owns_with(Api::<DynamicObject>::all_with(client.clone(), &ar), ar, owned.clone());
+    }
+    // A tenant appearing, changing host or quota, or going away changes its connectors.
+    let store = controller.store();
+    controller
+        .watches(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+            let ns = tenant.target_namespace();
+            store
+                .state()
+                .iter()
+                .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+                .map(|c| ObjectRef::from_obj(&**c))
+                .collect::<Vec<_>>()
+        })
+        .with_config(ControllerConfig::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "connector reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn error_policy(connector: Arc<ProviderConnector>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("connector/{}/{}", connector.namespace().unwrap_or_default(), connector.name_any());
+    warn!(connector = %key, category = error.category(), %error, "reconcile failed");
+    let delay = ctx.next_backoff(&key);
+    let reference = connector.object_ref(&());
+    let (reason, note) = (error.category().to_string(), error.to_string());
+    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
+    Action::requeue(delay)
+}
+
+/// Why a connector gets no children.
+struct NotConfigured {
+    reason: &'static str,
+    message: String,
+}
+
+/// The tenant whose namespace holds the connector, if any.
+async fn tenant_of(ctx: &Context, namespace: &str) -> Result<Option<CareRecordTenant>> {
+    let namespaces = Api::<Namespace>::all(ctx.client.clone());
+    let Some(ns) = namespaces.get_metadata_opt(namespace).await? else { return Ok(None) };
+    let Some(name) = ns.labels().get(labels::TENANT).cloned() else { return Ok(None) };
+    let tenant = Api::<CareRecordTenant>::all(ctx.client.clone()).get_opt(&name).await?;
+    // The label alone is not proof: the tenant must name this namespace.
+    Ok(tenant.filter(|t| t.target_namespace() == namespace && t.metadata.deletion_timestamp.is_none()))
+}
+
+/// Connectors beyond the tenant's quota, oldest first keep their place.
+fn over_quota(connector: &ProviderConnector, all: &[ProviderConnector], max: i32) -> bool {
+    let mut order: Vec<_> = all.iter().map(|c| (c.creation_timestamp().map(|t| t.0), c.name_any())).collect();
+    order.sort();
+    let me = (connector.creation_timestamp().map(|t| t.0), connector.name_any());
+    order.iter().position(|o| *o == me).is_some_and(|i| i as i32 >= max)
+}
+
+#[instrument(skip(connector, ctx), fields(connector = %connector.name_any(), namespace = connector.namespace().unwrap_or_default()))]
+async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = connector.namespace().unwrap_or_default();
+    let name = connector.name_any();
+    let key = format!("connector/{namespace}/{name}");
+    let served = ctx.capabilities.get().await?;
+    let tenant = tenant_of(&ctx, &namespace).await?;
+    let profile = ctx.catalogue.get(&connector.spec.system).cloned();
+    let problem = match (crate::render::validate::connector(&connector), &tenant, &profile) {
+        (Err(invalid), _, _) => Some(NotConfigured { reason: "InvalidSpec", message: invalid.to_string() }),
+        (Ok(()), None, _) => Some(NotConfigured {
+            reason: "NotInTenantNamespace",
+            message: format!(
+                "namespace {namespace} does not belong to a CareRecordTenant; create connectors in a tenant's namespace"
+            ),
+        }),
+        (Ok(()), Some(_), None) => Some(NotConfigured {
+            reason: "UnknownSystem",
+            message: format!(
+                "system {} is not in the connector catalogue (known: {}){}",
+                connector.spec.system,
+                ctx.catalogue.names().join(", "),
+                ctx.catalogue_error
+                    .as_deref()
+                    .map(|e| format!("; the extra catalogue failed to load: {e}"))
+                    .unwrap_or_default()
+            ),
+        }),
+        (Ok(()), Some(tenant), Some(_)) => {
+            let max = tenant.spec.quota.as_ref().and_then(|q| q.max_connectors).unwrap_or(50);
+            let all = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace)
+                .list(&ListParams::default())
+                .await?;
+            over_quota(&connector, &all.items, max).then(|| NotConfigured {
+                reason: "QuotaExceeded",
+                message: format!(
+                    "tenant {} allows {max} connectors (quota.maxConnectors) and this one is beyond it",
+                    tenant.name_any()
+                ),
+            })
+        }
+    };
+
+    let mut kinds = vec![ChildKind::ConfigMap, ChildKind::NetworkPolicy, ChildKind::Deployment, ChildKind::Service];
+    if served.gateway_api {
+        kinds.push(ChildKind::HttpRoute);
+    }
+    let mut live = apply::observe(&ctx.client, &kinds, &namespace, &labels::connector_selector(&name)).await?;
+    let children = match (&problem, &tenant, &profile) {
+        (None, Some(tenant), Some(profile)) => {
+            render_connector::render(&connector, profile, tenant, &ctx.settings, served.gateway_api).into_children()?
+        }
+        _ => Vec::new(),
+    };
+    let desired: BTreeSet<Key> = children.iter().map(Key::of).collect();
+    for child in &children {
+        let key = Key::of(child);
+        let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
+        if outcome != Outcome::Unchanged {
+            debug!(child = %key, ?outcome, "wrote child");
+        }
+        if let Some(object) = object {
+            live.insert(key, object);
+        }
+    }
+    let uid = connector.uid().unwrap_or_default();
+    apply::prune(&ctx.client, &live, &desired, &uid, crate::api::tenant::DeletionPolicy::Delete).await?;
+
+    let previous = connector.status.clone().unwrap_or_default();
+    let mut conditions = Vec::new();
+    let mut endpoint = previous.endpoint.clone();
+    let mut requeue = None;
+    match (&problem, &profile) {
+        (Some(_), _) | (None, None) => {
+            let (reason, message) =
+                problem.as_ref().map(|p| (p.reason, p.message.clone())).unwrap_or(("UnknownSystem", String::new()));
+            conditions.push(Observed::new("Configured", ConditionStatus::False, reason, message.clone()));
+            conditions.push(Observed::new("Ready", ConditionStatus::False, reason, message));
+            ctx.prober.forget(&key);
+        }
+        (None, Some(profile)) => {
+            conditions.push(Observed::new(
+                "Configured",
+                ConditionStatus::True,
+                "Configured",
+                format!("profile {}", profile.name),
+            ));
+            let state = connector.spec.state;
+            let deployed = readiness::deployment(live.value(ChildKind::Deployment, &name).as_ref());
+            conditions.push(Observed::new(
+                "Deployed",
+                ConditionStatus::from_bool(deployed.ready),
+                deployed.reason,
+                deployed.message.clone(),
+            ));
+            let reachable = if state == ConnectorState::Stopped {
+                ctx.prober.forget(&key);
+                Observed::new("EndpointReachable", ConditionStatus::Unknown, "Stopped", "not probed while Stopped")
+            } else {
+                let target = format!("{}|{}", connector.spec.endpoint.url, profile.name);
+                let remembered = match ctx.prober.fresh(&key, &target) {
+                    Some(r) => r,
+                    None => {
+                        let credentials = credentials(&ctx, &namespace, &connector).await?;
+                        ctx.prober
+                            .probe(
+                                &key,
+                                &target,
+                                &connector.spec.endpoint.url,
+                                profile.protocol,
+                                profile.probe_path.as_deref(),
+                                credentials.as_ref(),
+                            )
+                            .await
+                    }
+                };
+                requeue =
+                    Some(ctx.prober.interval().saturating_sub(remembered.at.elapsed()).max(Duration::from_secs(1)));
+                endpoint = Some(endpoint_status(previous.endpoint.as_ref(), &remembered.result));
+                let r = &remembered.result;
+                Observed::new(
+                    "EndpointReachable",
+                    ConditionStatus::from_bool(r.reachable),
+                    r.failure.map(|f| f.as_str()).unwrap_or("Reachable"),
+                    r.message.clone(),
+                )
+            };
+            let ready = match state {
+                ConnectorState::Running if deployed.ready && reachable.is_true() => Observed::new(
+                    "Ready",
+                    ConditionStatus::True,
+                    "Ready",
+                    "connector is running and its endpoint answers",
+                ),
+                ConnectorState::Running => Observed::new(
+                    "Ready",
+                    ConditionStatus::False,
+                    if deployed.ready { "EndpointUnreachable" } else { "Deploying" },
+                    if deployed.ready { reachable.message.clone() } else { deployed.message.clone() },
+                ),
+                other => Observed::new(
+                    "Ready",
+                    ConditionStatus::False,
+                    other.as_str(),
+                    format!("spec.state is {}", other.as_str()),
+                ),
+            };
+            conditions.push(reachable);
+            conditions.push(ready);
+        }
+    }
+    let now = Time(jiff::Timestamp::now());
+    let new = ProviderConnectorStatus {
+        observed_generation: connector.metadata.generation,
+        conditions: condition::merge(&previous.conditions, &conditions, connector.metadata.generation, &now),
+        tenant: tenant.as_ref().map(|t| t.name_any()),
+        endpoint,
+    };
+    let api = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace);
+    let written = status::write_if_changed(&api, &*connector, connector.status.as_ref(), &new, same_status).await?;
+    if written {
+        publish_transitions(&connector, &ctx, &previous, &new).await;
+    }
+    ctx.reset_backoff(&key);
+    Ok(match requeue {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// The endpoint status to record: a changed answer is recorded at once;
+/// the same answer only refreshes `lastChecked` hourly.
+fn endpoint_status(previous: Option<&EndpointStatus>, r: &crate::probe::ProbeResult) -> EndpointStatus {
+    let fresh = EndpointStatus {
+        reachable: r.reachable,
+        fhir_version: r.fhir_version.clone(),
+        software: r.software.clone(),
+        latency_ms: Some(r.latency_ms),
+        last_checked: Some(Time(jiff::Timestamp::now())),
+    };
+    match previous {
+        Some(p)
+            if p.reachable == fresh.reachable
+                && p.fhir_version == fresh.fhir_version
+                && p.software == fresh.software
+                && p.last_checked.as_ref().is_some_and(|t| {
+                    jiff::Timestamp::now().duration_since(t.0).as_secs() < STATUS_REFRESH.as_secs() as i64
+                }) =>
+        {
+            p.clone()
+        }
+        _ => fresh,
+    }
+}
+
+fn same_status(a: &ProviderConnectorStatus, b: &ProviderConnectorStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && condition::same(&a.conditions, &b.conditions)
+        && a.tenant == b.tenant
+        && a.endpoint == b.endpoint
+}
+
+/// Credentials for the probe from the connector's Secret; never logged.
+async fn credentials(ctx: &Context, namespace: &str, connector: &ProviderConnector) -> Result<Option<Credentials>> {
+    let Some(secret_ref) = &connector.spec.endpoint.credentials_secret_ref else { return Ok(None) };
+    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), namespace).get_opt(&secret_ref.name).await? else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.0.clone()).ok());
+    Ok(match (text("token"), text("username"), text("password")) {
+        (Some(token), _, _) => Some(Credentials::Bearer(token)),
+        (None, Some(username), Some(password)) => Some(Credentials::Basic { username, password }),
+        _ => None,
+    })
+}
+
+const WARNING_REASONS: &[&str] = &[
+    "InvalidSpec",
+    "NotInTenantNamespace",
+    "UnknownSystem",
+    "QuotaExceeded",
+    "AddressNotAllowed",
+    "ConnectionFailed",
+    "Timeout",
+    "HttpError",
+    "NotFhir",
+    "ResolutionFailed",
+    "InvalidUrl",
+];
+
+async fn publish_transitions(
+    connector: &ProviderConnector,
+    ctx: &Context,
+    before: &ProviderConnectorStatus,
+    after: &ProviderConnectorStatus,
+) {
+    let reference = connector.object_ref(&());
+    for c in &after.conditions {
+        let was = before.conditions.iter().find(|p| p.type_ == c.type_);
+        if was.is_some_and(|p| p.status == c.status && p.reason == c.reason) {
+            continue;
+        }
+        if c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str()) {
+            ctx.events.publish(&reference, true, &c.reason, "Validate", c.message.clone()).await;
+        } else if c.type_ == "Ready" && c.status == "True" {
+            ctx.events.publish(&reference, false, "Ready", "Reconcile", c.message.clone()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(name: &str, created: i64) -> ProviderConnector {
+        let mut c: ProviderConnector = serde_yaml::from_str(&format!(
+            "apiVersion: carerecord.dev/v1alpha1\nkind: ProviderConnector\nmetadata: {{name: {name}, namespace: scr-a}}\nspec:\n  provider: {{odsCode: A1, name: A, kind: GPPractice}}\n  system: emis-web\n  endpoint: {{url: 'https://a.example'}}\n"
+        ))
+        .unwrap();
+        c.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(created).unwrap()));
+        c
+    }
+
+    #[test]
+    fn the_newest_connectors_are_the_ones_over_quota() {
+        let all = vec![connector("b", 1), connector("a", 2), connector("c", 3)];
+        assert!(!over_quota(&all[0], &all, 2));
+        assert!(!over_quota(&all[1], &all, 2));
+        assert!(over_quota(&all[2], &all, 2));
+    }
+
+    #[test]
+    fn same_probe_answer_does_not_change_the_endpoint_status() {
+        let r = crate::probe::ProbeResult {
+            reachable: true,
+            failure: None,
+            message: String::new(),
+            fhir_version: Some("4.0.1".into()),
+            software: Some("HAPI FHIR".into()),
+            latency_ms: 12,
+        };
+        let first = endpoint_status(None, &r);
+        let second = endpoint_status(Some(&first), &crate::probe::ProbeResult { latency_ms: 40, ..r });
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_changed_probe_answer_is_recorded() {
+        let r = crate::probe::ProbeResult {
+            reachable: true,
+            failure: None,
+            message: String::new(),
+            fhir_version: Some("4.0.1".into()),
+            software: None,
+            latency_ms: 12,
+        };
+        let first = endpoint_status(None, &r);
+        let second = endpoint_status(Some(&first), &crate::probe::ProbeResult { reachable: false, ..r });
+        assert!(!second.reachable);
+    }
+}

@@ -1,0 +1,84 @@
+//! Runs endpoint probes with bounded concurrency and rate across every
+//! connector, and remembers the last result of each so a reconcile probes
+//! only when one is due (requeue-after, never a polling loop per connector).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::catalogue::Protocol;
+use crate::probe::{self, Credentials, ProbeResult, ProbeSettings};
+use crate::settings;
+
+/// A remembered probe result and what it was a probe of.
+#[derive(Clone, Debug)]
+pub struct Remembered {
+    pub at: Instant,
+    pub target: String,
+    pub result: ProbeResult,
+}
+
+pub struct Prober {
+    settings: ProbeSettings,
+    interval: Duration,
+    permits: Semaphore,
+    spacing: Duration,
+    next_start: Mutex<Instant>,
+    last: std::sync::Mutex<HashMap<String, Remembered>>,
+}
+
+impl Prober {
+    pub fn new(s: &settings::ProbeSettings) -> Self {
+        Self {
+            settings: ProbeSettings {
+                allowed: s.allowed_cidrs.clone(),
+                timeout: Duration::from_secs(s.timeout_seconds.max(1)),
+            },
+            interval: Duration::from_secs(s.interval_seconds.max(10)),
+            permits: Semaphore::new(s.max_concurrent.max(1)),
+            spacing: Duration::from_secs(1) / s.max_per_second.max(1),
+            next_start: Mutex::new(Instant::now()),
+            last: std::sync::Mutex::default(),
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The remembered result for `key`, if it probed `target` and is still fresh.
+    pub fn fresh(&self, key: &str, target: &str) -> Option<Remembered> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(key).filter(|r| r.target == target && r.at.elapsed() < self.interval).cloned()
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Probes now (waiting for a slot), remembers and returns the result.
+    pub async fn probe(
+        &self,
+        key: &str,
+        target: &str,
+        url: &str,
+        protocol: Protocol,
+        path: Option<&str>,
+        credentials: Option<&Credentials>,
+    ) -> Remembered {
+        let _permit = self.permits.acquire().await.ok();
+        {
+            let mut next = self.next_start.lock().await;
+            let now = Instant::now();
+            if *next > now {
+                tokio::time::sleep(*next - now).await;
+            }
+            *next = Instant::now().max(*next) + self.spacing;
+        }
+        let result = probe::probe(url, protocol, path, credentials, &self.settings).await;
+        let remembered = Remembered { at: Instant::now(), target: target.to_string(), result };
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), remembered.clone());
+        remembered
+    }
+}

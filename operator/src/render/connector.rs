@@ -1,0 +1,418 @@
+//! Children of a `ProviderConnector`: its rendered configuration, the
+//! connector Deployment, its Service, its network policy and, for push
+//! connectors, the inbound route on the tenant host.
+
+use std::collections::BTreeMap;
+
+use gateway_api::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePath,
+    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesPath,
+    HttpRouteRulesMatchesPathType, HttpRouteSpec,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::api::connector::{ConnectorState, ProviderConnector, Schedule, ScheduleMode};
+use crate::api::tenant::CareRecordTenant;
+use crate::catalogue::{Profile, Protocol};
+use crate::render::child::{Child, ChildError, ChildKind};
+use crate::render::labels;
+use crate::render::pod::{restricted_container, restricted_pod};
+use crate::render::tenant::{RECORD_STORE, RECORD_STORE_PORT};
+use crate::settings::PlatformSettings;
+
+/// Pod annotation holding the hash of the rendered configuration: a change
+/// rolls the Deployment.
+pub const CONFIG_HASH: &str = "carerecord.dev/config-hash";
+const CONNECTOR_UID: i64 = 65532;
+
+/// Everything a connector owns; destructured without `..` when applied.
+#[derive(Clone, Debug)]
+pub struct ConnectorChildren {
+    pub config: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub network_policy: NetworkPolicy,
+    pub inbound_route: Option<HttpRoute>,
+}
+
+impl ConnectorChildren {
+    pub fn into_children(self) -> Result<Vec<Child>, ChildError> {
+        let ConnectorChildren { config, deployment, service, network_policy, inbound_route } = self;
+        let mut out = vec![
+            Child::new(ChildKind::ConfigMap, &config, false)?,
+            Child::new(ChildKind::NetworkPolicy, &network_policy, false)?,
+            Child::new(ChildKind::Deployment, &deployment, false)?,
+            Child::new(ChildKind::Service, &service, false)?,
+        ];
+        if let Some(route) = inbound_route {
+            out.push(Child::new(ChildKind::HttpRoute, &route, false)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The schedule in effect: the spec's, else the profile's.
+pub fn effective_schedule(connector: &ProviderConnector, profile: &Profile) -> Schedule {
+    let mut schedule = connector.spec.schedule.clone().unwrap_or_else(|| profile.schedule.clone());
+    if schedule.mode == ScheduleMode::Poll && schedule.interval_seconds.is_none() {
+        schedule.interval_seconds = profile.schedule.interval_seconds.or(Some(900));
+    }
+    schedule
+}
+
+/// The resource types in effect: the spec's, else the profile's.
+pub fn effective_resources(connector: &ProviderConnector, profile: &Profile) -> Vec<String> {
+    if connector.spec.resources.is_empty() { profile.resources.clone() } else { connector.spec.resources.clone() }
+}
+
+struct Ctx<'a> {
+    connector: &'a ProviderConnector,
+    profile: &'a Profile,
+    tenant: &'a CareRecordTenant,
+    name: String,
+    namespace: String,
+    tenant_name: String,
+}
+
+impl Ctx<'_> {
+    fn meta(&self, name: &str, component: &str) -> ObjectMeta {
+        let mut l = labels::tenant_labels(&self.tenant_name, component);
+        l.insert(labels::CONNECTOR.into(), self.name.clone());
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(l),
+            owner_references: self.connector.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn pod_labels(&self) -> BTreeMap<String, String> {
+        let mut l = labels::pod_labels(&self.tenant_name, crate::render::tenant::CONNECTOR_COMPONENT);
+        l.insert(labels::CONNECTOR.into(), self.name.clone());
+        l
+    }
+
+    fn push(&self) -> bool {
+        effective_schedule(self.connector, self.profile).mode == ScheduleMode::Push
+    }
+}
+
+/// Renders a connector of `tenant` from its catalogue `profile`.
+pub fn render(
+    connector: &ProviderConnector,
+    profile: &Profile,
+    tenant: &CareRecordTenant,
+    settings: &PlatformSettings,
+    gateway_api: bool,
+) -> ConnectorChildren {
+    let ctx = Ctx {
+        connector,
+        profile,
+        tenant,
+        name: connector.name_any(),
+        namespace: connector.namespace().unwrap_or_else(|| tenant.target_namespace()),
+        tenant_name: tenant.name_any(),
+    };
+    let config = config_map(&ctx);
+    let hash = config_hash(&config);
+    let inbound = connector.spec.state != ConnectorState::Stopped
+        && ctx.push()
+        && profile.protocol == Protocol::FhirR4
+        && gateway_api;
+    ConnectorChildren {
+        deployment: deployment(&ctx, &hash),
+        service: service(&ctx),
+        network_policy: network_policy(&ctx, settings),
+        inbound_route: inbound.then(|| inbound_route(&ctx, settings)),
+        config,
+    }
+}
+
+fn config_map(ctx: &Ctx) -> ConfigMap {
+    let spec = &ctx.connector.spec;
+    let endpoint = &spec.endpoint;
+    let config = json!({
+        "connector": ctx.name,
+        "tenant": ctx.tenant_name,
+        "provider": {"odsCode": spec.provider.ods_code, "name": spec.provider.name, "kind": spec.provider.kind},
+        "system": {"profile": ctx.profile.name, "protocol": ctx.profile.protocol, "settings": ctx.profile.config},
+        "direction": spec.direction,
+        "endpoint": {
+            "url": endpoint.url,
+            "credentialsFile": endpoint.credentials_secret_ref.as_ref().map(|_| "/var/run/secrets/connector"),
+            "caFile": endpoint.ca_config_map_ref.as_ref().map(|_| "/etc/connector/ca/ca.crt"),
+        },
+        "resources": effective_resources(ctx.connector, ctx.profile),
+        "schedule": effective_schedule(ctx.connector, ctx.profile),
+        "recordStore": format!("http://{RECORD_STORE}.{}.svc:{RECORD_STORE_PORT}/fhir", ctx.namespace),
+        "listen": {"port": ctx.profile.port},
+    });
+    let text = serde_yaml::to_string(&config).unwrap_or_default();
+    ConfigMap {
+        metadata: ctx.meta(&format!("{}-config", ctx.name), "connector"),
+        data: Some(BTreeMap::from([("connector.yaml".to_string(), text)])),
+        ..ConfigMap::default()
+    }
+}
+
+fn config_hash(config: &ConfigMap) -> String {
+    let mut hasher = Sha256::new();
+    for (k, v) in config.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
+    let spec = &ctx.connector.spec;
+    let replicas = match spec.state {
+        ConnectorState::Running => spec.replicas.unwrap_or(1),
+        ConnectorState::Paused | ConnectorState::Stopped => 0,
+    };
+    let port = ctx.profile.port;
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource { name: format!("{}-config", ctx.name), ..Default::default() }),
+            ..Volume::default()
+        },
+        Volume { name: "tmp".into(), empty_dir: Some(Default::default()), ..Volume::default() },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: "/etc/connector".into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() },
+    ];
+    if let Some(secret) = &spec.endpoint.credentials_secret_ref {
+        volumes.push(Volume {
+            name: "credentials".into(),
+            secret: Some(SecretVolumeSource { secret_name: Some(secret.name.clone()), ..Default::default() }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "credentials".into(),
+            mount_path: "/var/run/secrets/connector".into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if let Some(ca) = &spec.endpoint.ca_config_map_ref {
+        volumes.push(Volume {
+            name: "ca".into(),
+            config_map: Some(ConfigMapVolumeSource { name: ca.name.clone(), ..Default::default() }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "ca".into(),
+            mount_path: "/etc/connector/ca".into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let q = |s: &str| Quantity(s.into());
+    let container = Container {
+        name: "connector".into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| ctx.profile.image.clone())),
+        args: Some(vec!["--config".into(), "/etc/connector/connector.yaml".into()]),
+        ports: Some(vec![ContainerPort {
+            name: Some("inbound".into()),
+            container_port: port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".to_string(), q("100m")), ("memory".to_string(), q("128Mi"))])),
+            limits: Some(BTreeMap::from([("memory".to_string(), q("256Mi"))])),
+            ..ResourceRequirements::default()
+        }),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port), host: None }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    let pod_labels = ctx.pod_labels();
+    Deployment {
+        metadata: ctx.meta(&ctx.name, "connector"),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector { match_labels: Some(pod_labels.clone()), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_string(), hash.to_string())])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod(CONNECTOR_UID)),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn service(ctx: &Ctx) -> Service {
+    Service {
+        metadata: ctx.meta(&ctx.name, "connector"),
+        spec: Some(ServiceSpec {
+            selector: Some(ctx.pod_labels()),
+            ports: Some(vec![ServicePort {
+                name: Some("inbound".into()),
+                port: ctx.profile.port,
+                target_port: Some(IntOrString::String("inbound".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn tcp(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
+}
+
+/// The provider endpoint's port, from its URL.
+fn endpoint_port(url: &str) -> i32 {
+    let default = if url.starts_with("mllp://") { 2575 } else { 443 };
+    url.split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(default)
+}
+
+fn network_policy(ctx: &Ctx, settings: &PlatformSettings) -> NetworkPolicy {
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([(labels::CONNECTOR.to_string(), ctx.name.clone())])),
+        ..LabelSelector::default()
+    };
+    let record_store = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(labels::POD_COMPONENT.to_string(), RECORD_STORE.to_string())])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let mut types = vec!["Egress".to_string()];
+    let mut ingress = None;
+    if ctx.push() {
+        types.push("Ingress".into());
+        let front_door = NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    settings.gateway.namespace.clone(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        };
+        // MLLP senders connect from outside the platform through a load balancer.
+        let from = if ctx.profile.protocol == Protocol::Hl7v2Mllp { None } else { Some(vec![front_door]) };
+        ingress = Some(vec![NetworkPolicyIngressRule { from, ports: Some(vec![tcp(ctx.profile.port)]) }]);
+    }
+    NetworkPolicy {
+        metadata: ctx.meta(&format!("connector-{}", ctx.name), "network"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector),
+            policy_types: Some(types),
+            ingress,
+            egress: Some(vec![
+                NetworkPolicyEgressRule { to: Some(vec![record_store]), ports: Some(vec![tcp(RECORD_STORE_PORT)]) },
+                NetworkPolicyEgressRule {
+                    to: None,
+                    ports: Some(vec![tcp(endpoint_port(&ctx.connector.spec.endpoint.url))]),
+                },
+            ]),
+        }),
+    }
+}
+
+fn inbound_route(ctx: &Ctx, settings: &PlatformSettings) -> HttpRoute {
+    let (gw_name, gw_namespace, section) = match &ctx.tenant.spec.gateway.parent_ref {
+        Some(p) => (p.name.clone(), p.namespace.clone(), p.section_name.clone()),
+        None => {
+            (settings.gateway.name.clone(), settings.gateway.namespace.clone(), settings.gateway.section_name.clone())
+        }
+    };
+    HttpRoute {
+        metadata: ctx.meta(&format!("{}-inbound", ctx.name), "gateway"),
+        spec: HttpRouteSpec {
+            hostnames: Some(vec![ctx.tenant.spec.gateway.hostname.clone()]),
+            parent_refs: Some(vec![HttpRouteParentRefs {
+                group: Some("gateway.networking.k8s.io".into()),
+                kind: Some("Gateway".into()),
+                name: gw_name,
+                namespace: Some(gw_namespace),
+                section_name: section,
+                port: None,
+            }]),
+            rules: Some(vec![HttpRouteRules {
+                matches: Some(vec![HttpRouteRulesMatches {
+                    path: Some(HttpRouteRulesMatchesPath {
+                        r#type: Some(HttpRouteRulesMatchesPathType::PathPrefix),
+                        value: Some(format!("/inbound/{}", ctx.name)),
+                    }),
+                    ..HttpRouteRulesMatches::default()
+                }]),
+                filters: Some(vec![HttpRouteRulesFilters {
+                    r#type: HttpRouteRulesFiltersType::UrlRewrite,
+                    url_rewrite: Some(HttpRouteRulesFiltersUrlRewrite {
+                        path: Some(HttpRouteRulesFiltersUrlRewritePath {
+                            r#type: HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch,
+                            replace_prefix_match: Some("/".into()),
+                            replace_full_path: None,
+                        }),
+                        hostname: None,
+                    }),
+                    ..HttpRouteRulesFilters::default()
+                }]),
+                backend_refs: Some(vec![HttpRouteRulesBackendRefs {
+                    group: Some(String::new()),
+                    kind: Some("Service".into()),
+                    name: ctx.name.clone(),
+                    port: Some(ctx.profile.port),
+                    weight: Some(1),
+                    ..HttpRouteRulesBackendRefs::default()
+                }]),
+                ..HttpRouteRules::default()
+            }]),
+        },
+        status: None,
+    }
+}
