@@ -39,6 +39,7 @@ impl Operator {
                 .expect("operator runtime");
             runtime.block_on(async move {
                 let client = Client::try_default().await.expect("operator client");
+                tokio::spawn(provision_volumes(client.clone()));
                 let settings = settings();
                 let shutdown = async move {
                     let _ = stopped.await;
@@ -350,4 +351,48 @@ pub async fn ready_tenant(client: &Client, prefix: &str, extra_spec: Value) -> (
     accept_routes(client, &ns).await;
     wait_ready(client, &name).await;
     (name, ns)
+}
+
+/// Plays a storage provisioner for claims that name no StorageClass when
+/// the cluster has no default one (the local control plane): creates a
+/// PersistentVolume bound to each pending claim. On a cluster with a real
+/// provisioner, claims get a StorageClass and this does nothing.
+pub async fn provision_volumes(client: Client) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use kube::runtime::{WatchStreamExt, watcher};
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let stream = watcher(claims, watcher::Config::default()).applied_objects();
+    futures::pin_mut!(stream);
+    while let Some(Ok(claim)) = stream.next().await {
+        let Some(spec) = &claim.spec else { continue };
+        let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+        let classless = spec.storage_class_name.as_deref().unwrap_or_default().is_empty();
+        if !pending || !classless || spec.volume_name.is_some() {
+            continue;
+        }
+        let size = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "1Gi".into());
+        let uid = claim.uid().unwrap_or_default();
+        let volume = json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": format!("e2e-{uid}"), "labels": {"e2e.carerecord.dev/volume": "true"}},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": spec.access_modes.clone().unwrap_or_default(),
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": format!("/tmp/e2e-{uid}")},
+                "claimRef": {"namespace": claim.namespace(), "name": claim.name_any(), "uid": uid},
+            }
+        });
+        let volume: PersistentVolume = serde_json::from_value(volume).expect("volume manifest");
+        let _ = volumes.create(&PostParams::default(), &volume).await;
+    }
 }

@@ -184,7 +184,7 @@ fn render(file: &str, platform: Option<&str>, cnpg: bool, gateway_api: bool) -> 
         validate::tenant(&tenant)
             .with_context(|| format!("{file}: tenant {}", kube::ResourceExt::name_any(&tenant)))?;
         let mode = render_tenant::resolve_database_mode(tenant.spec.database.mode, None, cnpg)?;
-        let facts = render_tenant::Facts { database_mode: mode, gateway_api };
+        let facts = render_tenant::Facts { database_mode: mode, gateway_api, active_agreements: Vec::new() };
         for child in render_tenant::render(&tenant, &settings, &facts).into_children()? {
             out.push(child.to_value());
         }

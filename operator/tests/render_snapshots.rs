@@ -14,7 +14,7 @@ fn example(name: &str) -> CareRecordTenant {
 }
 
 fn rendered(tenant: &CareRecordTenant, mode: DatabaseMode, gateway_api: bool) -> String {
-    let facts = Facts { database_mode: mode, gateway_api };
+    let facts = Facts { database_mode: mode, gateway_api, active_agreements: Vec::new() };
     let children = render(tenant, &PlatformSettings::default(), &facts).into_children().unwrap();
     let values: Vec<_> = children.iter().map(|c| c.to_value()).collect();
     ics_operator::yaml::multi_doc(&values).unwrap()

@@ -1,11 +1,13 @@
 //! The `carerecord.dev/v1alpha1` API: custom resource types and the pieces
 //! they share. Nothing here touches the network.
 
+pub mod agreement;
 pub mod condition;
 pub mod connector;
 pub mod fhir;
 pub mod tenant;
 
+pub use agreement::{SharingAgreement, SharingAgreementSpec, SharingAgreementStatus};
 pub use condition::{ConditionStatus, ConditionsExt};
 pub use connector::{ProviderConnector, ProviderConnectorSpec, ProviderConnectorStatus};
 pub use tenant::{CareRecordTenant, CareRecordTenantSpec, CareRecordTenantStatus};
@@ -17,7 +19,7 @@ pub const GROUP: &str = "carerecord.dev";
 
 /// Every CustomResourceDefinition this operator serves, in install order.
 pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![CareRecordTenant::crd(), ProviderConnector::crd()]
+    vec![CareRecordTenant::crd(), ProviderConnector::crd(), SharingAgreement::crd()]
 }
 
 /// The pattern of an NHS ODS organisation code; CEL rules use the same text.

@@ -310,6 +310,10 @@ pub struct CareRecordTenantStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connectors: Option<ConnectorCounts>,
 
+    /// Sharing agreements in the tenant namespace that are Active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_agreements: Option<i32>,
+
     /// When the tenant first became Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onboarded_at: Option<Time>,

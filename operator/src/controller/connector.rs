@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
@@ -91,16 +91,6 @@ struct NotConfigured {
     message: String,
 }
 
-/// The tenant whose namespace holds the connector, if any.
-async fn tenant_of(ctx: &Context, namespace: &str) -> Result<Option<CareRecordTenant>> {
-    let namespaces = Api::<Namespace>::all(ctx.client.clone());
-    let Some(ns) = namespaces.get_metadata_opt(namespace).await? else { return Ok(None) };
-    let Some(name) = ns.labels().get(labels::TENANT).cloned() else { return Ok(None) };
-    let tenant = Api::<CareRecordTenant>::all(ctx.client.clone()).get_opt(&name).await?;
-    // The label alone is not proof: the tenant must name this namespace.
-    Ok(tenant.filter(|t| t.target_namespace() == namespace && t.metadata.deletion_timestamp.is_none()))
-}
-
 /// Connectors beyond the tenant's quota, oldest first keep their place.
 fn over_quota(connector: &ProviderConnector, all: &[ProviderConnector], max: i32) -> bool {
     let mut order: Vec<_> = all.iter().map(|c| (c.creation_timestamp().map(|t| t.0), c.name_any())).collect();
@@ -115,7 +105,7 @@ async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Resu
     let name = connector.name_any();
     let key = format!("connector/{namespace}/{name}");
     let served = ctx.capabilities.get().await?;
-    let tenant = tenant_of(&ctx, &namespace).await?;
+    let tenant = super::tenant_of(&ctx, &namespace).await?;
     let profile = ctx.catalogue.get(&connector.spec.system).cloned();
     let problem = match (crate::render::validate::connector(&connector), &tenant, &profile) {
         (Err(invalid), _, _) => Some(NotConfigured { reason: "InvalidSpec", message: invalid.to_string() }),

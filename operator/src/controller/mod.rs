@@ -1,5 +1,6 @@
 //! Controllers: when and how desired objects are written.
 
+pub mod agreement;
 pub mod apply;
 pub mod capabilities;
 pub mod connector;
@@ -121,6 +122,7 @@ pub async fn run(
     tokio::join!(
         tenant::run(ctx.clone(), served, shutdown.clone()),
         connector::run(ctx.clone(), served, shutdown.clone()),
+        agreement::run(ctx.clone(), served, shutdown.clone()),
     );
     tracing::info!("controllers stopped");
     Ok(())
@@ -129,6 +131,26 @@ pub async fn run(
 /// Delay after the n-th consecutive failure (n >= 1).
 fn backoff_delay(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.saturating_sub(1).min(9)).min(300))
+}
+
+/// The tenant that owns `namespace`, unless it is being deleted. The
+/// namespace's tenant label is only a hint: the tenant must name the
+/// namespace too.
+pub async fn tenant_of(ctx: &Context, namespace: &str) -> Result<Option<crate::api::CareRecordTenant>> {
+    use kube::ResourceExt;
+    let namespaces = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(ctx.client.clone());
+    let Some(ns) = namespaces.get_metadata_opt(namespace).await? else { return Ok(None) };
+    let Some(name) = ns.labels().get(crate::render::labels::TENANT).cloned() else { return Ok(None) };
+    let tenant = kube::Api::<crate::api::CareRecordTenant>::all(ctx.client.clone()).get_opt(&name).await?;
+    Ok(tenant.filter(|t| t.target_namespace() == namespace && t.metadata.deletion_timestamp.is_none()))
+}
+
+/// Whether a tenant's Ready condition is True for its current generation.
+pub fn tenant_ready(tenant: &crate::api::CareRecordTenant) -> bool {
+    tenant.status.as_ref().is_some_and(|s| {
+        s.observed_generation == tenant.metadata.generation
+            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+    })
 }
 
 /// Built-in profiles plus those in the settings' ConfigMap (key `profiles.yaml`).

@@ -27,6 +27,7 @@ use super::capabilities::Served;
 use super::readiness::{self, Verdict};
 use super::status;
 use super::{Context, Error, Result, TENANT_FINALIZER};
+use crate::api::agreement::{AgreementPhase, Role, SharingAgreement};
 use crate::api::condition::{self, ConditionStatus, Observed};
 use crate::api::connector::ProviderConnector;
 use crate::api::tenant::{
@@ -35,7 +36,9 @@ use crate::api::tenant::{
 };
 use crate::render::child::{Child, ChildKind, WritePolicy};
 use crate::render::labels;
-use crate::render::tenant::{CNPG_CLUSTER, DatabaseConnection, Facts, RECORD_STORE, resolve_database_mode};
+use crate::render::tenant::{
+    ActiveAgreement, CNPG_CLUSTER, DatabaseConnection, Facts, RECORD_STORE, resolve_database_mode,
+};
 use crate::render::{tenant as render_tenant, validate};
 
 /// Requeue of a Ready tenant: a safety net only, since watches drive changes.
@@ -77,10 +80,13 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
     // Connectors change the tenant's counts.
     let store = controller.store();
     let secrets = in_tenant_namespace(Api::<PartialObjectMeta<Secret>>::all(client.clone()), store.clone());
-    let connectors = in_tenant_namespace(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), store);
+    let connectors =
+        in_tenant_namespace(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), store.clone());
+    let agreements = in_tenant_namespace(Api::<PartialObjectMeta<SharingAgreement>>::all(client.clone()), store);
     controller
         .reconcile_on(secrets)
         .reconcile_on(connectors)
+        .reconcile_on(agreements)
         .with_config(ControllerConfig::default().concurrency(16))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -167,6 +173,7 @@ struct Conclusion {
     conditions: Vec<Observed>,
     database: Option<DatabaseStatus>,
     connectors: Option<ConnectorCounts>,
+    active_agreements: Option<i32>,
 }
 
 fn invalid(reason: &str, message: String) -> Conclusion {
@@ -174,6 +181,7 @@ fn invalid(reason: &str, message: String) -> Conclusion {
         conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)],
         database: None,
         connectors: None,
+        active_agreements: None,
     }
 }
 
@@ -201,7 +209,8 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
             return Ok(Action::requeue(RESYNC_WAITING));
         }
     };
-    let facts = Facts { database_mode: mode, gateway_api: served.gateway_api };
+    let (active_agreements, active_count) = active_agreements(ctx, &tenant.target_namespace()).await?;
+    let facts = Facts { database_mode: mode, gateway_api: served.gateway_api, active_agreements };
     let connection = render_tenant::DatabaseConnection::for_tenant(&tenant, &ctx.settings, &facts);
     let mut children = render_tenant::render(&tenant, &ctx.settings, &facts).into_children()?;
 
@@ -241,9 +250,35 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
 
     let mut conclusion = conclude(&tenant, ctx, &live, mode, served, secret_missing, &connection);
     conclusion.connectors = Some(count_connectors(ctx, &namespace).await?);
+    conclusion.active_agreements = Some(active_count);
     let ready = conclusion.conditions.iter().all(Observed::is_true);
     finish(&tenant, ctx, conclusion).await?;
     Ok(Action::requeue(if ready || tenant.spec.suspend { RESYNC_READY } else { RESYNC_WAITING }))
+}
+
+/// Agreements in the tenant namespace that are Active: those where this
+/// tenant provides records (for the sharing policy) and the count of all.
+async fn active_agreements(ctx: &Context, namespace: &str) -> Result<(Vec<ActiveAgreement>, i32)> {
+    let list = Api::<SharingAgreement>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
+    let active: Vec<&SharingAgreement> =
+        list.items.iter().filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgreementPhase::Active)).collect();
+    let provided = active
+        .iter()
+        .filter(|a| a.spec.role == Role::Provider)
+        .map(|a| {
+            let status = a.status.clone().unwrap_or_default();
+            ActiveAgreement {
+                agreement_id: a.spec.agreement_id.clone(),
+                consumer_tenant: a.spec.counterpart_tenant.clone(),
+                purpose: "DirectCare".into(),
+                resources: status.shared_resources.clone(),
+                excluded_categories: a.spec.excluded_categories.iter().map(|c| format!("{c:?}")).collect(),
+                access: "ReadOnly".into(),
+                until: status.effective_until.map(|t| t.0.to_string()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    Ok((provided, active.len() as i32))
 }
 
 async fn count_connectors(ctx: &Context, namespace: &str) -> Result<ConnectorCounts> {
@@ -385,6 +420,7 @@ fn conclude(
         conditions,
         database: Some(DatabaseStatus { mode, secret_name: connection.secret_name.clone() }),
         connectors: None,
+        active_agreements: None,
     }
 }
 
@@ -414,6 +450,7 @@ async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion
         endpoint: Some(tenant.endpoint()),
         database: conclusion.database.or(previous.database.clone()),
         connectors: conclusion.connectors.or(previous.connectors),
+        active_agreements: conclusion.active_agreements.or(previous.active_agreements),
         onboarded_at: previous.onboarded_at.clone().or_else(|| (phase == TenantPhase::Ready).then(|| now.clone())),
     };
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
@@ -432,6 +469,7 @@ fn same_status(a: &CareRecordTenantStatus, b: &CareRecordTenantStatus) -> bool {
         && a.endpoint == b.endpoint
         && a.database == b.database
         && a.connectors == b.connectors
+        && a.active_agreements == b.active_agreements
         && a.onboarded_at == b.onboarded_at
 }
 

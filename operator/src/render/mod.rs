@@ -4,6 +4,7 @@
 //! Nothing here performs I/O. Each child has its own small builder function so
 //! that a reviewer can find what an object looks like in one place.
 
+pub mod agreement;
 pub mod child;
 pub mod connector;
 pub mod labels;

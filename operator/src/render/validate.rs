@@ -29,6 +29,13 @@ pub fn connector(connector: &crate::api::ProviderConnector) -> Result<(), Invali
         .map_err(|errors| InvalidSpec { problems: errors.as_slice().iter().map(ToString::to_string).collect() })
 }
 
+/// Checks an agreement against its CRD's CEL rules.
+pub fn agreement(agreement: &crate::api::SharingAgreement) -> Result<(), InvalidSpec> {
+    agreement
+        .validate_cel()
+        .map_err(|errors| InvalidSpec { problems: errors.as_slice().iter().map(ToString::to_string).collect() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

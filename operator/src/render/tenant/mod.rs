@@ -4,6 +4,7 @@ mod access;
 mod database;
 mod namespace;
 mod network;
+mod policy;
 mod record_store;
 mod route;
 
@@ -31,6 +32,22 @@ pub struct Facts {
     pub database_mode: DatabaseMode,
     /// True when the Gateway API (HTTPRoute) is served.
     pub gateway_api: bool,
+    /// Agreements under which this tenant currently shares its records.
+    pub active_agreements: Vec<ActiveAgreement>,
+}
+
+/// An Active agreement in which this tenant is the provider, as the record
+/// store must enforce it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveAgreement {
+    pub agreement_id: String,
+    pub consumer_tenant: String,
+    pub purpose: String,
+    pub resources: Vec<String>,
+    pub excluded_categories: Vec<String>,
+    pub access: String,
+    pub until: String,
 }
 
 /// Why the database mode cannot be decided.
@@ -94,6 +111,7 @@ pub struct TenantChildren {
     pub record_store_service: Service,
     pub route: Option<PublicRoute>,
     pub admins: Option<RoleBinding>,
+    pub sharing_policy: k8s_openapi::api::core::v1::ConfigMap,
 }
 
 /// Shared inputs of the builders.
@@ -138,6 +156,7 @@ pub fn render(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Fa
         record_store_service: record_store::service(&ctx),
         route: if tenant.spec.suspend { None } else { route::route(&ctx) },
         admins: access::role_binding(&ctx),
+        sharing_policy: policy::sharing_policy(&ctx),
     }
 }
 
@@ -156,6 +175,7 @@ impl TenantChildren {
             record_store_service,
             route,
             admins,
+            sharing_policy,
         } = self;
         let mut out = vec![
             Child::new(ChildKind::Namespace, &namespace, true)?,
@@ -177,6 +197,7 @@ impl TenantChildren {
             }
             DatabaseChildren::External => {}
         }
+        out.push(Child::new(ChildKind::ConfigMap, &sharing_policy, false)?);
         out.push(Child::new(ChildKind::Deployment, &record_store, false)?);
         out.push(Child::new(ChildKind::Service, &record_store_service, false)?);
         match route {
@@ -222,7 +243,7 @@ spec:
 "#;
 
     pub fn facts(mode: DatabaseMode) -> Facts {
-        Facts { database_mode: mode, gateway_api: true }
+        Facts { database_mode: mode, gateway_api: true, active_agreements: Vec::new() }
     }
 }
 
@@ -304,7 +325,8 @@ mod tests {
     #[test]
     fn without_gateway_api_the_route_is_an_ingress() {
         let t = fixtures::tenant(fixtures::CHESHIRE);
-        let facts = Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false };
+        let facts =
+            Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false, active_agreements: Vec::new() };
         let children = render(&t, &PlatformSettings::default(), &facts);
         assert!(matches!(children.route, Some(PublicRoute::Ingress(_))));
     }
@@ -314,7 +336,8 @@ mod tests {
         let t = fixtures::tenant(fixtures::CHESHIRE);
         let mut settings = PlatformSettings::default();
         settings.ingress.enabled = false;
-        let facts = Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false };
+        let facts =
+            Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false, active_agreements: Vec::new() };
         assert!(render(&t, &settings, &facts).route.is_none());
     }
 }

@@ -1,0 +1,233 @@
+//! The SharingAgreement controller: finds the other side, asks the pure
+//! decision whether records may flow, and on the provider side applies or
+//! removes what exposes them. It requeues at the exact instant the decision
+//! can next change by time alone (an agreement starting or expiring).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use super::apply::{self, Key};
+use super::capabilities::Served;
+use super::status;
+use super::{Context, Error, Result, tenant_of, tenant_ready};
+use crate::api::agreement::{AgreementPhase, Role, SharingAgreement, SharingAgreementStatus};
+use crate::api::condition::{self, ConditionStatus, Observed};
+use crate::api::tenant::{CareRecordTenant, DeletionPolicy};
+use crate::render::agreement::{Counterpart, Decision, Inputs, Side, children, decide};
+use crate::render::child::ChildKind;
+use crate::render::labels;
+
+/// Safety-net requeue when nothing is scheduled by time.
+const RESYNC: Duration = Duration::from_secs(10 * 60);
+
+pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={},{}",
+        labels::MANAGED_BY,
+        labels::MANAGER_VALUE,
+        labels::AGREEMENT
+    ));
+    let mut controller =
+        Controller::new(Api::<SharingAgreement>::all(client.clone()), watcher::Config::default().any_semantic())
+            .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+    if served.gateway_api {
+        let ar = ChildKind::HttpRoute.api_resource();
+        controller = controller.owns_with(Api::<DynamicObject>::all_with(client.clone(), &ar), ar, owned.clone());
+    }
+    let sides = controller.store();
+    let by_tenant = controller.store();
+    controller
+        // Either side changing wakes the other: same agreement id, other namespace.
+        .watches(Api::<SharingAgreement>::all(client.clone()), watcher::Config::default(), move |changed| {
+            sides
+                .state()
+                .iter()
+                .filter(|a| a.spec.agreement_id == changed.spec.agreement_id && a.namespace() != changed.namespace())
+                .map(|a| ObjectRef::from_obj(&**a))
+                .collect::<Vec<_>>()
+        })
+        // A tenant's readiness gates both the agreements in its namespace and
+        // those naming it as counterpart.
+        .watches(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+            let ns = tenant.target_namespace();
+            let name = tenant.name_any();
+            by_tenant
+                .state()
+                .iter()
+                .filter(|a| a.namespace().as_deref() == Some(ns.as_str()) || a.spec.counterpart_tenant == name)
+                .map(|a| ObjectRef::from_obj(&**a))
+                .collect::<Vec<_>>()
+        })
+        .with_config(ControllerConfig::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "agreement reconcile did not complete");
+            }
+        })
+        .await;
+}
+
+fn error_policy(agreement: Arc<SharingAgreement>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("agreement/{}/{}", agreement.namespace().unwrap_or_default(), agreement.name_any());
+    warn!(agreement = %key, category = error.category(), %error, "reconcile failed");
+    let delay = ctx.next_backoff(&key);
+    let reference = agreement.object_ref(&());
+    let (reason, note) = (error.category().to_string(), error.to_string());
+    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
+    Action::requeue(delay)
+}
+
+#[instrument(skip(agreement, ctx), fields(agreement = %agreement.name_any(), namespace = agreement.namespace().unwrap_or_default()))]
+async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = agreement.namespace().unwrap_or_default();
+    let name = agreement.name_any();
+    let key = format!("agreement/{namespace}/{name}");
+    let served = ctx.capabilities.get().await?;
+
+    let my_tenant = tenant_of(&ctx, &namespace).await?;
+    let me = Side { tenant: my_tenant.as_ref().map(|t| t.name_any()), spec: agreement.spec.clone() };
+    let their_tenant = Api::<CareRecordTenant>::all(ctx.client.clone())
+        .get_opt(&agreement.spec.counterpart_tenant)
+        .await?
+        .filter(|t| t.metadata.deletion_timestamp.is_none());
+    let others: Vec<Side> = match &their_tenant {
+        Some(t) => Api::<SharingAgreement>::namespaced(ctx.client.clone(), &t.target_namespace())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|a| a.spec.agreement_id == agreement.spec.agreement_id && a.metadata.deletion_timestamp.is_none())
+            .map(|a| Side { tenant: Some(t.name_any()), spec: a.spec })
+            .collect(),
+        None => Vec::new(),
+    };
+    let counterpart = match (&their_tenant, others.as_slice()) {
+        (None, _) => Counterpart::NoTenant,
+        (Some(_), []) => Counterpart::Missing,
+        (Some(_), [one]) => Counterpart::Found(one),
+        (Some(_), many) => Counterpart::Ambiguous(many.len()),
+    };
+    let invalid = crate::render::validate::agreement(&agreement).err();
+    let now = jiff::Timestamp::now();
+    let decision = match invalid {
+        Some(problem) => Decision::invalid_spec(problem.to_string()),
+        None => decide(&Inputs {
+            me: &me,
+            counterpart,
+            my_tenant_ready: my_tenant.as_ref().is_some_and(tenant_ready),
+            their_tenant_ready: their_tenant.as_ref().is_some_and(tenant_ready),
+            previous: agreement.status.as_ref().and_then(|s| s.phase),
+            now,
+        }),
+    };
+
+    // Apply or remove the provider side's exposure.
+    let mut kinds = vec![ChildKind::NetworkPolicy];
+    if served.gateway_api {
+        kinds.push(ChildKind::HttpRoute);
+    }
+    let selector = format!("{}={},{}={name}", labels::MANAGED_BY, labels::MANAGER_VALUE, labels::AGREEMENT);
+    let mut live = apply::observe(&ctx.client, &kinds, &namespace, &selector).await?;
+    let desired_children = match (&my_tenant, &their_tenant) {
+        (Some(provider), Some(consumer)) if served.gateway_api => {
+            children(&agreement, &decision, provider, &consumer.target_namespace(), &ctx.settings).into_children()?
+        }
+        _ => Vec::new(),
+    };
+    let desired: BTreeSet<Key> = desired_children.iter().map(Key::of).collect();
+    for child in &desired_children {
+        let key = Key::of(child);
+        let (_, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
+        if let Some(object) = object {
+            live.insert(key, object);
+        }
+    }
+    let removed =
+        apply::prune(&ctx.client, &live, &desired, &agreement.uid().unwrap_or_default(), DeletionPolicy::Delete)
+            .await?;
+    if !removed.is_empty() {
+        info!(removed = removed.len(), phase = decision.phase.as_str(), "removed federation exposure");
+    }
+
+    // Status and Events.
+    let previous = agreement.status.clone().unwrap_or_default();
+    let active = decision.phase == AgreementPhase::Active;
+    let observed = vec![
+        Observed::new(
+            "Matched",
+            ConditionStatus::from_bool(decision.matched),
+            if decision.matched { "Matched" } else { decision.reason },
+            if decision.matched { "both sides agree".to_string() } else { decision.message.clone() },
+        ),
+        Observed::new("Active", ConditionStatus::from_bool(active), decision.reason, decision.message.clone()),
+    ];
+    let time = Time(now);
+    let provider_tenant =
+        if agreement.spec.role == Role::Provider { my_tenant.as_ref() } else { their_tenant.as_ref() };
+    let consumer_name = if agreement.spec.role == Role::Provider {
+        agreement.spec.counterpart_tenant.clone()
+    } else {
+        me.tenant.clone().unwrap_or_default()
+    };
+    let new = SharingAgreementStatus {
+        observed_generation: agreement.metadata.generation,
+        phase: Some(decision.phase),
+        conditions: condition::merge(&previous.conditions, &observed, agreement.metadata.generation, &time),
+        shared_resources: decision.shared_resources.clone(),
+        federation_endpoint: active
+            .then(|| {
+                provider_tenant.map(|p| format!("https://{}/federation/{consumer_name}/fhir", p.spec.gateway.hostname))
+            })
+            .flatten(),
+        effective_until: decision.effective_until.map(Time),
+    };
+    let api = Api::<SharingAgreement>::namespaced(ctx.client.clone(), &namespace);
+    let written = status::write_if_changed(&api, &*agreement, agreement.status.as_ref(), &new, same_status).await?;
+    if written && previous.phase != new.phase {
+        let warning = matches!(decision.phase, AgreementPhase::Invalid | AgreementPhase::Revoked);
+        ctx.events
+            .publish(
+                &agreement.object_ref(&()),
+                warning,
+                decision.phase.as_str(),
+                "Decide",
+                format!("{}: {}", decision.reason, decision.message),
+            )
+            .await;
+        info!(phase = decision.phase.as_str(), reason = decision.reason, "agreement phase changed");
+    }
+    ctx.reset_backoff(&key);
+    Ok(match decision.recheck_at {
+        Some(at) => {
+            let wait = at.duration_since(jiff::Timestamp::now());
+            let millis = wait.as_millis().max(0) as u64;
+            // Wake just after the instant, so the comparison sees it passed.
+            Action::requeue(Duration::from_millis(millis + 5).min(RESYNC))
+        }
+        None => Action::requeue(RESYNC),
+    })
+}
+
+fn same_status(a: &SharingAgreementStatus, b: &SharingAgreementStatus) -> bool {
+    a.observed_generation == b.observed_generation
+        && a.phase == b.phase
+        && condition::same(&a.conditions, &b.conditions)
+        && a.shared_resources == b.shared_resources
+        && a.federation_endpoint == b.federation_endpoint
+        && a.effective_until == b.effective_until
+}
