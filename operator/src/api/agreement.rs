@@ -21,13 +21,14 @@ use super::condition::conditions_schema;
     plural = "sharingagreements",
     namespaced,
     shortname = "sa",
+    shortname = "dsa",
     category = "carerecord",
     status = "SharingAgreementStatus",
     doc = "One side of a data-sharing agreement between two ICS tenants, declared in that side's own namespace.",
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Counterpart", type_ = "string", json_path = ".spec.counterpartTenant"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expires"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expires"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     cel
 )]

@@ -17,6 +17,7 @@ use super::condition::conditions_schema;
     plural = "providerconnectors",
     namespaced,
     shortname = "pc",
+    shortname = "conn",
     category = "carerecord",
     status = "ProviderConnectorStatus",
     doc = "One care provider's clinical system connected to its ICS's shared care record. Lives in the tenant's namespace.",

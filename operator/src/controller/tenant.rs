@@ -149,11 +149,15 @@ async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<A
             Finalizer::Cleanup(t) => cleanup(t, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })?;
+    .await;
+    use kube::runtime::finalizer::Error as FinalizerError;
+    let action = match action {
+        Ok(action) => action,
+        // A reconcile queued before the tenant went away: already released.
+        Err(FinalizerError::RemoveFinalizer(kube::Error::Api(e))) if e.code == 404 => Action::await_change(),
+        Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => return Err(e),
+        Err(other) => return Err(Error::Finalizer(other.to_string())),
+    };
     ctx.reset_backoff(&name);
     Ok(action)
 }
