@@ -30,6 +30,19 @@ pub struct Operator {
 
 impl Operator {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// An operator taking part in leader election under `identity`.
+    pub fn start_elected(namespace: &str, lease: &str, identity: &str) -> Self {
+        Self::start_with(Some(ics_operator::controller::LeaderElection {
+            namespace: namespace.into(),
+            lease_name: lease.into(),
+            identity: identity.into(),
+        }))
+    }
+
+    fn start_with(leader_election: Option<ics_operator::controller::LeaderElection>) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -40,11 +53,17 @@ impl Operator {
             runtime.block_on(async move {
                 let client = Client::try_default().await.expect("operator client");
                 tokio::spawn(provision_volumes(client.clone()));
-                let settings = settings();
+                let mut registry = prometheus_client::registry::Registry::default();
+                let runtime = ics_operator::controller::Runtime {
+                    settings: settings(),
+                    leader_election,
+                    metrics: std::sync::Arc::new(ics_operator::controller::metrics::Metrics::register(&mut registry)),
+                    health: std::sync::Arc::default(),
+                };
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                ics_operator::controller::run(client, settings, shutdown).await.expect("operator runs");
+                ics_operator::controller::run(client, runtime, shutdown).await.expect("operator runs");
             });
         });
         Self { stop: Some(stop), thread: Some(thread) }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod catalogue;
 pub mod controller;
+pub mod http;
 pub mod probe;
 pub mod render;
 pub mod settings;

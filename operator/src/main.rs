@@ -28,6 +28,21 @@ enum Command {
         /// Platform settings file (YAML); defaults apply when omitted.
         #[arg(long, env = "ICS_PLATFORM_SETTINGS")]
         platform: Option<String>,
+        /// Address serving /healthz, /readyz and /metrics.
+        #[arg(long, env = "ICS_HTTP_BIND", default_value = "0.0.0.0:8080")]
+        http_bind: std::net::SocketAddr,
+        /// Take part in leader election, so several replicas are safe.
+        #[arg(long, env = "ICS_LEADER_ELECT", default_value_t = false)]
+        leader_elect: bool,
+        /// Namespace of the leader Lease (normally the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "ics-system")]
+        lease_namespace: String,
+        /// Name of the leader Lease.
+        #[arg(long, default_value = "ics-operator-leader")]
+        lease_name: String,
+        /// This replica's identity in the Lease (normally the pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print every CustomResourceDefinition as multi-document YAML.
     Crds,
@@ -74,7 +89,14 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { platform } => run(platform).await,
+        Command::Run { platform, http_bind, leader_elect, lease_namespace, lease_name, identity } => {
+            let election = leader_elect.then(|| ics_operator::controller::LeaderElection {
+                namespace: lease_namespace,
+                lease_name,
+                identity: identity.unwrap_or_else(default_identity),
+            });
+            run(platform, http_bind, election).await
+        }
         Command::Crds => crds(),
         Command::Render { file, platform, without_cloudnative_pg, without_gateway_api } => {
             render(&file, platform.as_deref(), !without_cloudnative_pg, !without_gateway_api)
@@ -195,12 +217,32 @@ fn render(file: &str, platform: Option<&str>, cnpg: bool, gateway_api: bool) -> 
 
 use serde::Deserialize as _;
 
-async fn run(platform: Option<String>) -> anyhow::Result<()> {
+async fn run(
+    platform: Option<String>,
+    http_bind: std::net::SocketAddr,
+    election: Option<ics_operator::controller::LeaderElection>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
     ics_operator::telemetry::init();
     let settings = settings(platform.as_deref())?;
     let client = kube::Client::try_default().await.context("cannot build a Kubernetes client")?;
-    ics_operator::controller::run(client, settings, shutdown_signal()).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(ics_operator::controller::metrics::Metrics::register(&mut registry));
+    let health = Arc::new(ics_operator::controller::metrics::Health::default());
+    let listener =
+        tokio::net::TcpListener::bind(http_bind).await.with_context(|| format!("cannot listen on {http_bind}"))?;
+    let server = ics_operator::http::serve(listener, Arc::new(registry), health.clone());
+    let runtime = ics_operator::controller::Runtime { settings, leader_election: election, metrics, health };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    tokio::select! {
+        result = ics_operator::controller::run(client, runtime, shutdown.clone()) => result?,
+        result = server => result.context("HTTP server failed")?,
+    }
     Ok(())
+}
+
+fn default_identity() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| format!("ics-operator-{}", std::process::id()))
 }
 
 async fn shutdown_signal() {

@@ -20,6 +20,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::apply::{self, Key};
 use super::capabilities::Served;
+use super::metrics::{ErrorLabels, WriteLabels};
 use super::status;
 use super::{Context, Error, Result, tenant_of, tenant_ready};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement, SharingAgreementStatus};
@@ -85,6 +86,7 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
 fn error_policy(agreement: Arc<SharingAgreement>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("agreement/{}/{}", agreement.namespace().unwrap_or_default(), agreement.name_any());
     warn!(agreement = %key, category = error.category(), %error, "reconcile failed");
+    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: "agreement", category: error.category() }).inc();
     let delay = ctx.next_backoff(&key);
     let reference = agreement.object_ref(&());
     let (reason, note) = (error.category().to_string(), error.to_string());
@@ -94,6 +96,7 @@ fn error_policy(agreement: Arc<SharingAgreement>, error: &Error, ctx: Arc<Contex
 
 #[instrument(skip(agreement, ctx), fields(agreement = %agreement.name_any(), namespace = agreement.namespace().unwrap_or_default()))]
 async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("agreement");
     let namespace = agreement.namespace().unwrap_or_default();
     let name = agreement.name_any();
     let key = format!("agreement/{namespace}/{name}");
@@ -152,7 +155,10 @@ async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> Resul
     let desired: BTreeSet<Key> = desired_children.iter().map(Key::of).collect();
     for child in &desired_children {
         let key = Key::of(child);
-        let (_, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
+        let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
+        if outcome != apply::Outcome::Unchanged {
+            ctx.metrics.child_writes.get_or_create(&WriteLabels { kind: "agreement", outcome: outcome.as_str() }).inc();
+        }
         if let Some(object) = object {
             live.insert(key, object);
         }

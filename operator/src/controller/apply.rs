@@ -125,6 +125,16 @@ pub enum Outcome {
     Created,
 }
 
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Applied => "applied",
+            Self::Created => "created",
+        }
+    }
+}
+
 /// Writes one child if, and only if, the live object differs from it. Returns
 /// the object as it now is.
 pub async fn apply(

@@ -19,6 +19,7 @@ use tracing::{debug, instrument, warn};
 
 use super::apply::{self, Key, Outcome};
 use super::capabilities::Served;
+use super::metrics::{ErrorLabels, ProbeLabel, WriteLabels};
 use super::readiness;
 use super::status;
 use super::{Context, Error, Result};
@@ -78,6 +79,7 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
 fn error_policy(connector: Arc<ProviderConnector>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("connector/{}/{}", connector.namespace().unwrap_or_default(), connector.name_any());
     warn!(connector = %key, category = error.category(), %error, "reconcile failed");
+    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: "connector", category: error.category() }).inc();
     let delay = ctx.next_backoff(&key);
     let reference = connector.object_ref(&());
     let (reason, note) = (error.category().to_string(), error.to_string());
@@ -101,6 +103,7 @@ fn over_quota(connector: &ProviderConnector, all: &[ProviderConnector], max: i32
 
 #[instrument(skip(connector, ctx), fields(connector = %connector.name_any(), namespace = connector.namespace().unwrap_or_default()))]
 async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("connector");
     let namespace = connector.namespace().unwrap_or_default();
     let name = connector.name_any();
     let key = format!("connector/{namespace}/{name}");
@@ -159,6 +162,7 @@ async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Resu
         let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
         if outcome != Outcome::Unchanged {
             debug!(child = %key, ?outcome, "wrote child");
+            ctx.metrics.child_writes.get_or_create(&WriteLabels { kind: "connector", outcome: outcome.as_str() }).inc();
         }
         if let Some(object) = object {
             live.insert(key, object);
@@ -219,6 +223,8 @@ async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Resu
                     Some(ctx.prober.interval().saturating_sub(remembered.at.elapsed()).max(Duration::from_secs(1)));
                 endpoint = Some(endpoint_status(previous.endpoint.as_ref(), &remembered.result));
                 let r = &remembered.result;
+                let result = r.failure.map(|f| f.as_str()).unwrap_or("Reachable");
+                ctx.metrics.probes.get_or_create(&ProbeLabel { result }).inc();
                 Observed::new(
                     "EndpointReachable",
                     ConditionStatus::from_bool(r.reachable),

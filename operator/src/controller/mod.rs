@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod connector;
 pub mod diff;
 pub mod events;
+pub mod metrics;
 pub mod prober;
 pub mod readiness;
 pub mod status;
@@ -36,6 +37,8 @@ pub enum Error {
     Render(#[from] ChildError),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("leader election: {0}")]
+    Leadership(String),
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Self::Kube(_) => "ApiError",
             Self::Render(_) => "RenderFailed",
             Self::Finalizer(_) => "FinalizerFailed",
+            Self::Leadership(_) => "LeaderElection",
         }
     }
 }
@@ -63,17 +67,19 @@ pub struct Context {
     /// Why the extra catalogue from the settings' ConfigMap did not load.
     pub catalogue_error: Option<String>,
     pub prober: prober::Prober,
+    pub metrics: std::sync::Arc<metrics::Metrics>,
     backoff: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: PlatformSettings) -> Self {
+    pub fn new(client: Client, settings: PlatformSettings, metrics: std::sync::Arc<metrics::Metrics>) -> Self {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             capabilities: Capabilities::new(client.clone()),
             catalogue: crate::catalogue::Catalogue::built_in(),
             catalogue_error: None,
             prober: prober::Prober::new(&settings.probe),
+            metrics,
             events: Events::new(client.clone(), reporter),
             client,
             settings,
@@ -94,13 +100,93 @@ impl Context {
     }
 }
 
-/// Runs every controller until `shutdown` resolves.
+/// How this replica takes part in leader election.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+}
+
+/// What the binary (or a test) gives the controllers besides a client.
+pub struct Runtime {
+    pub settings: PlatformSettings,
+    pub leader_election: Option<LeaderElection>,
+    pub metrics: std::sync::Arc<metrics::Metrics>,
+    pub health: std::sync::Arc<metrics::Health>,
+}
+
+/// Runs every controller until `shutdown` resolves. With leader election,
+/// waits for the Lease first, and returns `LostLeadership` if it is lost, so
+/// the process exits and restarts as a standby rather than risk two writers.
 pub async fn run(
     client: Client,
-    settings: PlatformSettings,
+    runtime: Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
-    let mut ctx = Context::new(client, settings);
+    use futures::FutureExt;
+    let Runtime { settings, leader_election, metrics, health } = runtime;
+    let shutdown = Box::pin(shutdown).shared();
+    let Some(election) = leader_election else {
+        health.set_ready(true);
+        metrics.leader.set(1);
+        return run_controllers(client, settings, metrics, shutdown).await;
+    };
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&election.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .with_field_manager(crate::MANAGER)
+        .build()
+        .await
+        .map_err(|e| Error::Leadership(e.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    // A standby knows its role, so it is ready (it serves health and metrics).
+    health.set_ready(true);
+    tracing::info!(identity = %election.identity, lease = %election.lease_name, "waiting for leadership");
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return Err(Error::Leadership("lease watcher stopped".into())) },
+            _ = shutdown.clone() => { drop(leading); let _ = lease_task.await; return Ok(()) }
+        }
+    }
+    tracing::info!(identity = %election.identity, "acquired leadership");
+    metrics.leader.set(1);
+    let mut watch = leading.clone();
+    let lost = async move {
+        loop {
+            if watch.changed().await.is_err() || !*watch.borrow_and_update() {
+                return;
+            }
+        }
+    }
+    .shared();
+    let stop = {
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        Box::pin(async move {
+            tokio::select! { _ = shutdown => {}, _ = lost => {} }
+        })
+        .shared()
+    };
+    let result = run_controllers(client, settings, metrics.clone(), stop).await;
+    metrics.leader.set(0);
+    let lost_it = lost.clone().now_or_never().is_some() && shutdown.clone().now_or_never().is_none();
+    // Dropping every receiver makes the lease task release the Lease.
+    drop(lost);
+    drop(leading);
+    let _ = lease_task.await;
+    result?;
+    if lost_it { Err(Error::Leadership("lost the leader Lease".into())) } else { Ok(()) }
+}
+
+async fn run_controllers(
+    client: Client,
+    settings: PlatformSettings,
+    metrics: std::sync::Arc<metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) -> Result<()> {
+    let mut ctx = Context::new(client, settings, metrics);
     if let Some(source) = ctx.settings.catalogue.clone() {
         match load_catalogue(&ctx.client, &source).await {
             Ok(catalogue) => ctx.catalogue = catalogue,
@@ -118,7 +204,6 @@ pub async fn run(
         gateway_api = served.gateway_api,
         "starting controllers"
     );
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     tokio::join!(
         tenant::run(ctx.clone(), served, shutdown.clone()),
         connector::run(ctx.clone(), served, shutdown.clone()),

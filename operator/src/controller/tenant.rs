@@ -24,6 +24,7 @@ use tracing::{debug, info, instrument, warn};
 
 use super::apply::{self, Disposal, Key, Live, Outcome};
 use super::capabilities::Served;
+use super::metrics::{ErrorLabels, PhaseLabel, WriteLabels};
 use super::readiness::{self, Verdict};
 use super::status;
 use super::{Context, Error, Result, TENANT_FINALIZER};
@@ -79,6 +80,7 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
     // enter the operator's memory.
     // Connectors change the tenant's counts.
     let store = controller.store();
+    tokio::spawn(count_phases(store.clone(), ctx.clone()));
     let secrets = in_tenant_namespace(Api::<PartialObjectMeta<Secret>>::all(client.clone()), store.clone());
     let connectors =
         in_tenant_namespace(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), store.clone());
@@ -97,6 +99,25 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
             }
         })
         .await;
+}
+
+/// Keeps the tenants-by-phase gauge current from the controller's cache.
+async fn count_phases(store: kube::runtime::reflector::Store<CareRecordTenant>, ctx: Arc<Context>) {
+    let phases = [
+        TenantPhase::Onboarding,
+        TenantPhase::Ready,
+        TenantPhase::Degraded,
+        TenantPhase::Suspended,
+        TenantPhase::Terminating,
+    ];
+    loop {
+        let state = store.state();
+        for phase in phases {
+            let n = state.iter().filter(|t| t.status.as_ref().and_then(|s| s.phase) == Some(phase)).count();
+            ctx.metrics.tenants.get_or_create(&PhaseLabel { phase: phase.as_str() }).set(n as i64);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
 
 /// The tenant whose namespace holds each changed object.
@@ -141,6 +162,7 @@ where
 
 #[instrument(skip(tenant, ctx), fields(tenant = %tenant.name_any()))]
 async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile("tenant");
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
     let name = tenant.name_any();
     let action = finalizer(&api, TENANT_FINALIZER, tenant, |event| async {
@@ -165,6 +187,7 @@ async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<A
 fn error_policy(tenant: Arc<CareRecordTenant>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = tenant.name_any();
     warn!(tenant = %name, category = error.category(), %error, "reconcile failed");
+    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: "tenant", category: error.category() }).inc();
     let delay = ctx.next_backoff(&name);
     let reference = tenant.object_ref(&());
     let (reason, note) = (error.category().to_string(), error.to_string());
@@ -238,6 +261,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
         if outcome != Outcome::Unchanged {
             writes += 1;
+            ctx.metrics.child_writes.get_or_create(&WriteLabels { kind: "tenant", outcome: outcome.as_str() }).inc();
             debug!(child = %key, ?outcome, "wrote child");
         }
         if let Some(object) = object {
