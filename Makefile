@@ -17,6 +17,7 @@ lint:
 
 crds:
 	cargo run -q -p ics-operator -- crds > crds/carerecord.dev.yaml
+	cp crds/carerecord.dev.yaml charts/ics-operator/crds/
 
 cluster-up:
 	bash e2e/cluster up

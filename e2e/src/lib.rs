@@ -51,7 +51,7 @@ impl Operator {
                 .build()
                 .expect("operator runtime");
             runtime.block_on(async move {
-                let client = Client::try_default().await.expect("operator client");
+                let client = operator_client().await;
                 tokio::spawn(provision_volumes(client.clone()));
                 let mut registry = prometheus_client::registry::Registry::default();
                 let runtime = ics_operator::controller::Runtime {
@@ -88,6 +88,62 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Namespace and ServiceAccount the operator chart creates.
+pub const OPERATOR_NAMESPACE: &str = "ics-system";
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "ics-operator";
+
+/// A client acting as the operator chart's ServiceAccount, so every test
+/// runs the operator with exactly the chart's RBAC. Installs the chart first
+/// if the cluster does not have it yet.
+pub async fn operator_client() -> Client {
+    ensure_operator_chart().await;
+    let mut config = kube::Config::infer().await.expect("kubeconfig");
+    config.auth_info.impersonate =
+        Some(format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{OPERATOR_NAMESPACE}"),
+        "system:authenticated".into(),
+    ]);
+    Client::try_from(config).expect("operator client")
+}
+
+async fn ensure_operator_chart() {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let client = client().await;
+            let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, OPERATOR_NAMESPACE);
+            if accounts.get_opt(OPERATOR_SERVICE_ACCOUNT).await.ok().flatten().is_some() {
+                return;
+            }
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let helm = std::process::Command::new("bash")
+                .arg(root.join("e2e/tools"))
+                .arg("helm")
+                .output()
+                .expect("e2e/tools helm");
+            let helm = String::from_utf8_lossy(&helm.stdout).trim().to_string();
+            let status = std::process::Command::new(helm)
+                .args(["upgrade", "--install", "ics-operator"])
+                .arg(root.join("charts/ics-operator"))
+                .args([
+                    "--namespace",
+                    OPERATOR_NAMESPACE,
+                    "--create-namespace",
+                    "--set",
+                    "replicaCount=1",
+                    "--wait",
+                    "--timeout",
+                    "3m",
+                ])
+                .status()
+                .expect("helm runs");
+            assert!(status.success(), "helm install of charts/ics-operator failed");
+        })
+        .await;
 }
 
 /// Platform settings of the e2e operator: defaults, plus loopback allowed

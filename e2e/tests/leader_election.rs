@@ -3,57 +3,46 @@
 
 use e2e::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, DeleteParams};
 
 async fn holder(api: &Api<Lease>, name: &str) -> Option<String> {
     api.get_opt(name).await.ok()??.spec?.holder_identity
 }
 
+async fn onboard(client: &kube::Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    apply_tenant(client, &tenant(&name, "    mode: StatefulSet\n    storageSize: 1Gi\n    deletionPolicy: Delete"))
+        .await
+        .unwrap();
+    accept_routes(client, &namespace_of(&name)).await;
+    wait_ready(client, &name).await;
+    name
+}
+
 #[tokio::test]
 async fn the_standby_takes_over_when_the_leader_stops() {
     let client = client().await;
-    let ns = unique("ics-le");
-    let namespaces = Api::<Namespace>::all(client.clone());
-    namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap())
-        .await
-        .unwrap();
-    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    // The chart grants Leases only in the operator's own namespace.
+    let lease = unique("leader");
+    let leases = Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE);
 
-    let first = Operator::start_elected(&ns, "ics-operator-leader", "replica-a");
+    let first = Operator::start_elected(OPERATOR_NAMESPACE, &lease, "replica-a");
     eventually("replica-a leads", || async {
-        (holder(&leases, "ics-operator-leader").await.as_deref() == Some("replica-a")).then_some(())
+        (holder(&leases, &lease).await.as_deref() == Some("replica-a")).then_some(())
     })
     .await;
-    let _second = Operator::start_elected(&ns, "ics-operator-leader", "replica-b");
-
-    let before = unique("le-before");
-    apply_tenant(&client, &tenant(&before, "    mode: StatefulSet\n    storageSize: 1Gi\n    deletionPolicy: Delete"))
-        .await
-        .unwrap();
-    accept_routes(&client, &namespace_of(&before)).await;
-    wait_ready(&client, &before).await;
-    assert_eq!(
-        holder(&leases, "ics-operator-leader").await.as_deref(),
-        Some("replica-a"),
-        "the standby did not take the lease"
-    );
+    let _second = Operator::start_elected(OPERATOR_NAMESPACE, &lease, "replica-b");
+    let before = onboard(&client, "le-before").await;
+    assert_eq!(holder(&leases, &lease).await.as_deref(), Some("replica-a"), "the standby took the lease");
 
     first.stop();
     eventually("replica-b leads", || async {
-        (holder(&leases, "ics-operator-leader").await.as_deref() == Some("replica-b")).then_some(())
+        (holder(&leases, &lease).await.as_deref() == Some("replica-b")).then_some(())
     })
     .await;
-    let after = unique("le-after");
-    apply_tenant(&client, &tenant(&after, "    mode: StatefulSet\n    storageSize: 1Gi\n    deletionPolicy: Delete"))
-        .await
-        .unwrap();
-    accept_routes(&client, &namespace_of(&after)).await;
-    wait_ready(&client, &after).await;
+    let after = onboard(&client, "le-after").await;
 
     remove_tenant(&client, &before).await;
     remove_tenant(&client, &after).await;
-    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+    let _ = leases.delete(&lease, &DeleteParams::default()).await;
 }

@@ -8,6 +8,7 @@ pub mod diff;
 pub mod events;
 pub mod metrics;
 pub mod prober;
+pub mod rbac;
 pub mod readiness;
 pub mod status;
 pub mod tenant;
