@@ -44,6 +44,10 @@ impl Operator {
 
     fn start_with(leader_election: Option<ics_operator::controller::LeaderElection>) -> Self {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // RUST_LOG=ics_operator=debug shows the operator's own logs in test output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            ics_operator::telemetry::init();
+        }
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -51,8 +55,10 @@ impl Operator {
                 .build()
                 .expect("operator runtime");
             runtime.block_on(async move {
+                // The provisioner plays cluster infrastructure, so it uses the
+                // test's admin client, not the operator's.
+                tokio::spawn(provision_volumes(client().await));
                 let client = operator_client().await;
-                tokio::spawn(provision_volumes(client.clone()));
                 let mut registry = prometheus_client::registry::Registry::default();
                 let runtime = ics_operator::controller::Runtime {
                     settings: settings(),

@@ -195,19 +195,61 @@ fn render(file: &str, platform: Option<&str>, cnpg: bool, gateway_api: bool) -> 
         std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
     };
     let settings = settings(platform)?;
-    let mut out = Vec::new();
+    let catalogue = ics_operator::catalogue::Catalogue::built_in();
+    let (mut tenants, mut connectors) = (Vec::new(), Vec::new());
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(document)?;
-        if value.is_null() {
-            continue;
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        let name =
+            value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("?").to_string();
+        match kind.as_str() {
+            "" if value.is_null() => {}
+            "CareRecordTenant" => {
+                let t: CareRecordTenant =
+                    serde_yaml::from_value(value).with_context(|| format!("{file}: tenant {name} is not valid"))?;
+                validate::tenant(&t).with_context(|| format!("{file}: tenant {name}"))?;
+                tenants.push(t);
+            }
+            "ProviderConnector" => {
+                let c: api::ProviderConnector =
+                    serde_yaml::from_value(value).with_context(|| format!("{file}: connector {name} is not valid"))?;
+                validate::connector(&c).with_context(|| format!("{file}: connector {name}"))?;
+                connectors.push(c);
+            }
+            "SharingAgreement" => {
+                let a: api::SharingAgreement =
+                    serde_yaml::from_value(value).with_context(|| format!("{file}: agreement {name} is not valid"))?;
+                validate::agreement(&a).with_context(|| format!("{file}: agreement {name}"))?;
+                // What an agreement exposes depends on the other side; nothing to render alone.
+            }
+            other => anyhow::bail!("{file}: {name} is a {other}, not a carerecord.dev kind"),
         }
-        let tenant: CareRecordTenant =
-            serde_yaml::from_value(value).with_context(|| format!("{file}: not a valid CareRecordTenant"))?;
-        validate::tenant(&tenant)
-            .with_context(|| format!("{file}: tenant {}", kube::ResourceExt::name_any(&tenant)))?;
+    }
+    let mut out = Vec::new();
+    for tenant in &tenants {
         let mode = render_tenant::resolve_database_mode(tenant.spec.database.mode, None, cnpg)?;
         let facts = render_tenant::Facts { database_mode: mode, gateway_api, active_agreements: Vec::new() };
-        for child in render_tenant::render(&tenant, &settings, &facts).into_children()? {
+        for child in render_tenant::render(tenant, &settings, &facts).into_children()? {
+            out.push(child.to_value());
+        }
+    }
+    for connector in &connectors {
+        let name = kube::ResourceExt::name_any(connector);
+        let ns = connector.metadata.namespace.clone().unwrap_or_default();
+        let tenant = tenants
+            .iter()
+            .find(|t| t.target_namespace() == ns)
+            .with_context(|| format!("{file}: connector {name} is in {ns}, which no tenant in the input owns"))?;
+        let profile = catalogue.get(&connector.spec.system).with_context(|| {
+            format!(
+                "{file}: connector {name}: system {} is not in the catalogue ({})",
+                connector.spec.system,
+                catalogue.names().join(", ")
+            )
+        })?;
+        for child in ics_operator::render::connector::render(connector, profile, tenant, &settings, gateway_api)
+            .into_children()?
+        {
             out.push(child.to_value());
         }
     }
