@@ -222,7 +222,8 @@ fn render(file: &str, platform: Option<&str>, cnpg: bool, gateway_api: bool) -> 
                 validate::agreement(&a).with_context(|| format!("{file}: agreement {name}"))?;
                 // What an agreement exposes depends on the other side; nothing to render alone.
             }
-            other => anyhow::bail!("{file}: {name} is a {other}, not a carerecord.dev kind"),
+            // A chart's prerequisites (the tenant namespace): nothing to render.
+            other => eprintln!("{file}: skipping {other} {name}: not a carerecord.dev kind"),
         }
     }
     let mut out = Vec::new();

@@ -16,11 +16,11 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::apply::{self, Key};
 use super::capabilities::Served;
-use super::metrics::{ErrorLabels, WriteLabels};
+use super::metrics::WriteLabels;
 use super::status;
 use super::{Context, Error, Result, tenant_of, tenant_ready};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement, SharingAgreementStatus};
@@ -84,14 +84,7 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
 }
 
 fn error_policy(agreement: Arc<SharingAgreement>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("agreement/{}/{}", agreement.namespace().unwrap_or_default(), agreement.name_any());
-    warn!(agreement = %key, category = error.category(), %error, "reconcile failed");
-    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: "agreement", category: error.category() }).inc();
-    let delay = ctx.next_backoff(&key);
-    let reference = agreement.object_ref(&());
-    let (reason, note) = (error.category().to_string(), error.to_string());
-    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
-    Action::requeue(delay)
+    super::on_error("agreement", &*agreement, error, ctx)
 }
 
 #[instrument(skip(agreement, ctx), fields(agreement = %agreement.name_any(), namespace = agreement.namespace().unwrap_or_default()))]

@@ -15,11 +15,11 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, instrument, warn};
+use tracing::{debug, instrument};
 
 use super::apply::{self, Key, Outcome};
 use super::capabilities::Served;
-use super::metrics::{ErrorLabels, ProbeLabel, WriteLabels};
+use super::metrics::{ProbeLabel, WriteLabels};
 use super::readiness;
 use super::status;
 use super::{Context, Error, Result};
@@ -77,14 +77,7 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
 }
 
 fn error_policy(connector: Arc<ProviderConnector>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("connector/{}/{}", connector.namespace().unwrap_or_default(), connector.name_any());
-    warn!(connector = %key, category = error.category(), %error, "reconcile failed");
-    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: "connector", category: error.category() }).inc();
-    let delay = ctx.next_backoff(&key);
-    let reference = connector.object_ref(&());
-    let (reason, note) = (error.category().to_string(), error.to_string());
-    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
-    Action::requeue(delay)
+    super::on_error("connector", &*connector, error, ctx)
 }
 
 /// Why a connector gets no children.

@@ -214,6 +214,34 @@ async fn run_controllers(
     Ok(())
 }
 
+/// The error policy every controller uses: log, count by category, publish
+/// a Warning Event with the error chain, and back off per object.
+pub fn on_error<K>(
+    kind: &'static str,
+    object: &K,
+    error: &Error,
+    ctx: std::sync::Arc<Context>,
+) -> kube::runtime::controller::Action
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    use kube::ResourceExt;
+    let key = format!("{kind}/{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+    tracing::warn!(object = %key, category = error.category(), %error, "reconcile failed");
+    ctx.metrics.failures.get_or_create(&metrics::ErrorLabels { kind, category: error.category() }).inc();
+    let delay = ctx.next_backoff(&key);
+    let reference = object.object_ref(&());
+    let (reason, note) = (error.category().to_string(), error.to_string());
+    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// The backoff key `on_error` uses, for `reset_backoff` after a success.
+pub fn backoff_key<K: kube::Resource>(kind: &str, object: &K) -> String {
+    use kube::ResourceExt;
+    format!("{kind}/{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}
+
 /// Delay after the n-th consecutive failure (n >= 1).
 fn backoff_delay(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.saturating_sub(1).min(9)).min(300))

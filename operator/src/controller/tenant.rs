@@ -20,11 +20,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use super::apply::{self, Disposal, Key, Live, Outcome};
 use super::capabilities::Served;
-use super::metrics::{ErrorLabels, PhaseLabel, WriteLabels};
+use super::metrics::{PhaseLabel, WriteLabels};
 use super::readiness::{self, Verdict};
 use super::status;
 use super::{Context, Error, Result, TENANT_FINALIZER};
@@ -164,7 +164,7 @@ where
 async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("tenant");
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
-    let name = tenant.name_any();
+    let tenant_ref = tenant.clone();
     let action = finalizer(&api, TENANT_FINALIZER, tenant, |event| async {
         match event {
             Finalizer::Apply(t) => apply_tenant(t, &ctx).await,
@@ -180,19 +180,12 @@ async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<A
         Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => return Err(e),
         Err(other) => return Err(Error::Finalizer(other.to_string())),
     };
-    ctx.reset_backoff(&name);
+    ctx.reset_backoff(&super::backoff_key("tenant", &*tenant_ref));
     Ok(action)
 }
 
 fn error_policy(tenant: Arc<CareRecordTenant>, error: &Error, ctx: Arc<Context>) -> Action {
-    let name = tenant.name_any();
-    warn!(tenant = %name, category = error.category(), %error, "reconcile failed");
-    ctx.metrics.failures.get_or_create(&ErrorLabels { kind: "tenant", category: error.category() }).inc();
-    let delay = ctx.next_backoff(&name);
-    let reference = tenant.object_ref(&());
-    let (reason, note) = (error.category().to_string(), error.to_string());
-    tokio::spawn(async move { ctx.events.publish(&reference, true, &reason, "Reconcile", note).await });
-    Action::requeue(delay)
+    super::on_error("tenant", &*tenant, error, ctx)
 }
 
 /// What a reconcile concluded, before it becomes a status.

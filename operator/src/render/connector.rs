@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePath,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesPath,
-    HttpRouteRulesMatchesPathType, HttpRouteSpec,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite,
+    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -364,24 +363,11 @@ fn network_policy(ctx: &Ctx, settings: &PlatformSettings) -> NetworkPolicy {
 }
 
 fn inbound_route(ctx: &Ctx, settings: &PlatformSettings) -> HttpRoute {
-    let (gw_name, gw_namespace, section) = match &ctx.tenant.spec.gateway.parent_ref {
-        Some(p) => (p.name.clone(), p.namespace.clone(), p.section_name.clone()),
-        None => {
-            (settings.gateway.name.clone(), settings.gateway.namespace.clone(), settings.gateway.section_name.clone())
-        }
-    };
     HttpRoute {
         metadata: ctx.meta(&format!("{}-inbound", ctx.name), "gateway"),
         spec: HttpRouteSpec {
             hostnames: Some(vec![ctx.tenant.spec.gateway.hostname.clone()]),
-            parent_refs: Some(vec![HttpRouteParentRefs {
-                group: Some("gateway.networking.k8s.io".into()),
-                kind: Some("Gateway".into()),
-                name: gw_name,
-                namespace: Some(gw_namespace),
-                section_name: section,
-                port: None,
-            }]),
+            parent_refs: Some(vec![crate::render::gateway::parent_ref(ctx.tenant, settings)]),
             rules: Some(vec![HttpRouteRules {
                 matches: Some(vec![HttpRouteRulesMatches {
                     path: Some(HttpRouteRulesMatchesPath {
@@ -402,14 +388,7 @@ fn inbound_route(ctx: &Ctx, settings: &PlatformSettings) -> HttpRoute {
                     }),
                     ..HttpRouteRulesFilters::default()
                 }]),
-                backend_refs: Some(vec![HttpRouteRulesBackendRefs {
-                    group: Some(String::new()),
-                    kind: Some("Service".into()),
-                    name: ctx.name.clone(),
-                    port: Some(ctx.profile.port),
-                    weight: Some(1),
-                    ..HttpRouteRulesBackendRefs::default()
-                }]),
+                backend_refs: Some(vec![crate::render::gateway::service_backend(&ctx.name, ctx.profile.port)]),
                 ..HttpRouteRules::default()
             }]),
         },

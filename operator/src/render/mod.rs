@@ -7,6 +7,7 @@
 pub mod agreement;
 pub mod child;
 pub mod connector;
+pub mod gateway;
 pub mod labels;
 pub mod pod;
 pub mod tenant;

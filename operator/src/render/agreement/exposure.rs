@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePath,
-    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesMethod,
-    HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite,
+    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -77,12 +76,7 @@ pub fn children(
             ..ObjectMeta::default()
         }
     };
-    let (gw_name, gw_namespace, section) = match &provider.spec.gateway.parent_ref {
-        Some(p) => (p.name.clone(), p.namespace.clone(), p.section_name.clone()),
-        None => {
-            (settings.gateway.name.clone(), settings.gateway.namespace.clone(), settings.gateway.section_name.clone())
-        }
-    };
+    let parent = crate::render::gateway::parent_ref(provider, settings);
     let routes = decision
         .shared_resources
         .iter()
@@ -90,14 +84,7 @@ pub fn children(
             metadata: meta(format!("share-{name}-{}", resource_type.to_lowercase()), "federation"),
             spec: HttpRouteSpec {
                 hostnames: Some(vec![provider.spec.gateway.hostname.clone()]),
-                parent_refs: Some(vec![HttpRouteParentRefs {
-                    group: Some("gateway.networking.k8s.io".into()),
-                    kind: Some("Gateway".into()),
-                    name: gw_name.clone(),
-                    namespace: Some(gw_namespace.clone()),
-                    section_name: section.clone(),
-                    port: None,
-                }]),
+                parent_refs: Some(vec![parent.clone()]),
                 rules: Some(vec![HttpRouteRules {
                     matches: Some(vec![HttpRouteRulesMatches {
                         method: Some(HttpRouteRulesMatchesMethod::Get),
@@ -119,14 +106,7 @@ pub fn children(
                         }),
                         ..HttpRouteRulesFilters::default()
                     }]),
-                    backend_refs: Some(vec![HttpRouteRulesBackendRefs {
-                        group: Some(String::new()),
-                        kind: Some("Service".into()),
-                        name: RECORD_STORE.into(),
-                        port: Some(RECORD_STORE_PORT),
-                        weight: Some(1),
-                        ..HttpRouteRulesBackendRefs::default()
-                    }]),
+                    backend_refs: Some(vec![crate::render::gateway::service_backend(RECORD_STORE, RECORD_STORE_PORT)]),
                     ..HttpRouteRules::default()
                 }]),
             },

@@ -2,8 +2,8 @@
 //! an Ingress where the Gateway API is not served.
 
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType,
+    HttpRouteSpec,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
@@ -26,30 +26,12 @@ pub(super) fn route(ctx: &Ctx) -> Option<PublicRoute> {
     }
 }
 
-fn parent_ref(ctx: &Ctx) -> HttpRouteParentRefs {
-    let (name, namespace, section_name) = match &ctx.tenant.spec.gateway.parent_ref {
-        Some(p) => (p.name.clone(), p.namespace.clone(), p.section_name.clone()),
-        None => {
-            let g = &ctx.settings.gateway;
-            (g.name.clone(), g.namespace.clone(), g.section_name.clone())
-        }
-    };
-    HttpRouteParentRefs {
-        group: Some("gateway.networking.k8s.io".into()),
-        kind: Some("Gateway".into()),
-        name,
-        namespace: Some(namespace),
-        section_name,
-        port: None,
-    }
-}
-
 fn http_route(ctx: &Ctx) -> HttpRoute {
     HttpRoute {
         metadata: ctx.meta(RECORD_STORE, "gateway"),
         spec: HttpRouteSpec {
             hostnames: Some(vec![ctx.tenant.spec.gateway.hostname.clone()]),
-            parent_refs: Some(vec![parent_ref(ctx)]),
+            parent_refs: Some(vec![crate::render::gateway::parent_ref(ctx.tenant, ctx.settings)]),
             rules: Some(vec![HttpRouteRules {
                 matches: Some(vec![HttpRouteRulesMatches {
                     path: Some(HttpRouteRulesMatchesPath {
@@ -58,14 +40,7 @@ fn http_route(ctx: &Ctx) -> HttpRoute {
                     }),
                     ..HttpRouteRulesMatches::default()
                 }]),
-                backend_refs: Some(vec![HttpRouteRulesBackendRefs {
-                    group: Some(String::new()),
-                    kind: Some("Service".into()),
-                    name: RECORD_STORE.into(),
-                    port: Some(RECORD_STORE_PORT),
-                    weight: Some(1),
-                    ..HttpRouteRulesBackendRefs::default()
-                }]),
+                backend_refs: Some(vec![crate::render::gateway::service_backend(RECORD_STORE, RECORD_STORE_PORT)]),
                 ..HttpRouteRules::default()
             }]),
         },

@@ -1,0 +1,443 @@
+//! The scale benchmark: see e2e/bench/README.md. Prints a table and writes
+//! e2e/bench/results.json. Times are ratios against a floor measured in the
+//! same run: `kubectl apply --server-side` of exactly what `render` prints.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use e2e::*;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+struct Args {
+    tenants: usize,
+    connectors: usize,
+    window: u64,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args { tenants: 100, connectors: 20, window: 60 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().context("flag needs a value")?.parse::<u64>().context("a number");
+        match flag.as_str() {
+            "--tenants" => a.tenants = value()? as usize,
+            "--connectors" => a.connectors = value()? as usize,
+            "--window" => a.window = value()?,
+            other => bail!("unknown flag {other}; use --tenants N --connectors M [--window SECONDS]"),
+        }
+    }
+    Ok(a)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn tool(name: &str) -> String {
+    let out = Command::new("bash").arg(root().join("e2e/tools")).arg(name).output().expect("e2e/tools");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn operator_binary() -> PathBuf {
+    std::env::var_os("ICS_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/ics-operator"))
+}
+
+/// Manifests of one ICS: tenant, connectors and (optionally) provider sides of agreements.
+fn ics(name: &str, connectors: usize, endpoint: &str, agreements: &[(&str, &str)]) -> Vec<Value> {
+    let mut out = vec![tenant(name, "    mode: StatefulSet\n    storageSize: 1Gi\n    deletionPolicy: Delete")];
+    out[0]["spec"]["quota"] = json!({"maxConnectors": connectors.max(1)});
+    let ns = namespace_of(name);
+    for i in 0..connectors {
+        out.push(connector(&format!("gp-{i}"), &ns, "hl7v2-mllp", endpoint));
+    }
+    for (id, counterpart) in agreements {
+        out.push(json!({
+            "apiVersion": "carerecord.dev/v1alpha1", "kind": "SharingAgreement",
+            "metadata": {"name": id.to_lowercase(), "namespace": ns},
+            "spec": {"role": "Provider", "agreementId": id, "counterpartTenant": counterpart, "purpose": "DirectCare",
+                     "legalBasis": {"article6": "PublicTask", "article9": "HealthOrSocialCare"},
+                     "resources": ["MedicationStatement", "AllergyIntolerance"],
+                     "validFrom": "2026-01-01T00:00:00Z", "expires": "2030-01-01T00:00:00Z"}
+        }));
+    }
+    out
+}
+
+fn to_yaml(objects: &[Value]) -> String {
+    objects.iter().map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap())).collect()
+}
+
+/// `kubectl apply --server-side` of a YAML stream; returns seconds taken.
+fn kubectl_apply(yaml: &str, manager: &str) -> Result<f64> {
+    let start = Instant::now();
+    let mut child = Command::new(tool("kubectl"))
+        .args(["apply", "--server-side", "--force-conflicts", "--field-manager", manager, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), yaml.as_bytes())?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("kubectl apply failed");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The floor: what `render` prints for these manifests, applied server-side.
+fn floor(manifests: &[Value]) -> Result<f64> {
+    let mut child = Command::new(operator_binary())
+        .args(["render", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), to_yaml(manifests).as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("render failed");
+    }
+    kubectl_apply(&String::from_utf8(out.stdout)?, "bench-floor")
+}
+
+/// A kubeconfig acting as the operator chart's ServiceAccount.
+fn operator_kubeconfig() -> Result<PathBuf> {
+    let source = std::env::var("KUBECONFIG").context("KUBECONFIG")?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&source)?)?;
+    let sa = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}");
+    for user in config["users"].as_sequence_mut().context("users")? {
+        user["user"]["as"] = sa.clone().into();
+        user["user"]["as-groups"] = serde_yaml::to_value([
+            "system:serviceaccounts",
+            "system:serviceaccounts:ics-system",
+            "system:authenticated",
+        ])?;
+    }
+    let path = root().join("target/bench-operator.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+struct OperatorProcess {
+    child: Child,
+    port: u16,
+}
+
+impl OperatorProcess {
+    fn start(port: u16) -> Result<Self> {
+        let settings = root().join("target/bench-platform.yaml");
+        std::fs::write(&settings, "probe:\n  allowedCidrs: [127.0.0.0/8]\n")?;
+        let child = Command::new(operator_binary())
+            .args(["run", "--platform"])
+            .arg(&settings)
+            .args(["--http-bind", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", operator_kubeconfig()?)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self { child, port })
+    }
+
+    fn metrics(&self) -> String {
+        let out = Command::new("curl").args(["-sf", &format!("http://127.0.0.1:{}/metrics", self.port)]).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
+    }
+
+    /// Peak resident memory (MiB) and CPU seconds so far, from /proc.
+    fn cost(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let cpu = (ticks(11) + ticks(12)) / 100.0;
+        (hwm.unwrap_or(0.0) / 1024.0, cpu)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of a metric family's samples matching `filter`.
+fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Cumulative histogram buckets (le -> count) of the tenant reconcile duration.
+fn buckets(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| l.starts_with("ics_operator_reconcile_duration_seconds_bucket") && l.contains("kind=\"tenant\""))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?.to_string();
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A quantile (upper bucket bound, ms) of the reconciles between two snapshots.
+fn quantile_ms(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, q: f64) -> Option<f64> {
+    let mut rows: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            (
+                if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) },
+                n - before.get(le).unwrap_or(&0.0),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let total = rows.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    rows.iter().find(|(_, n)| *n >= q * total).map(|(le, _)| le * 1000.0)
+}
+
+/// Writes (create/update/patch/delete) by the operator's user in the audit
+/// log between two instants; None when the cluster has no local audit log.
+fn operator_writes(since: jiff::Timestamp, until: jiff::Timestamp) -> Option<usize> {
+    let log = root().join("e2e/.cluster/logs/audit.log");
+    let text = std::fs::read_to_string(log).ok()?;
+    let sa = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}");
+    Some(
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .filter(|e| e["impersonatedUser"]["username"] == sa.as_str() || e["user"]["username"] == sa.as_str())
+            .filter(|e| {
+                e["requestReceivedTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .is_some_and(|t| t >= since && t <= until)
+            })
+            .count(),
+    )
+}
+
+async fn all_ready(client: &Client, names: &[String], connectors: usize) -> bool {
+    let api = tenants(client);
+    for name in names {
+        let Ok(Some(t)) = api.get_opt(name).await else { return false };
+        let status = t.status.unwrap_or_default();
+        let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let counted = status.connectors.is_some_and(|c| c.ready as usize == connectors);
+        if !(ready && counted) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("{what} did not happen within {}s", limit.as_secs())
+}
+
+/// Plays the Gateway controller for every tenant namespace, continuously.
+fn spawn_gateway(client: Client, namespaces: Vec<String>) {
+    tokio::spawn(async move {
+        loop {
+            for ns in &namespaces {
+                let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &http_routes());
+                if let Ok(list) = api.list(&ListParams::default().labels("!carerecord.dev/agreement")).await {
+                    for r in list.items.iter().filter(|r| r.data.get("status").and_then(|s| s.get("parents")).is_none())
+                    {
+                        let name = kube::ResourceExt::name_any(r);
+                        let status = json!({"status": {"parents": [{"parentRef": {"name": "platform", "namespace": "gateway-system"},
+                            "controllerName": "bench.carerecord.dev/gateway",
+                            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]}});
+                        let _ = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+}
+
+async fn delete_tenants(client: &Client, names: &[String]) {
+    for name in names {
+        let _ = tenants(client).delete(name, &Default::default()).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = args()?;
+    let client = client().await;
+    tokio::spawn(provision_volumes(client.clone()));
+    let _ = operator_client().await; // installs the operator chart (RBAC) if missing
+    let endpoint = tcp_listener().await;
+    let endpoint = format!("mllp://{endpoint}");
+    let run = unique("b");
+    let port = 18080;
+    let operator = OperatorProcess::start(port)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 1. Onboarding: one ICS with 10 connectors and 2 agreements (their
+    // consumer sides in a second ICS), against the floor.
+    let partner = format!("{run}-partner");
+    let mut partner_objects = ics(&partner, 0, &endpoint, &[]);
+    for id in ["DSA-B-1", "DSA-B-2"] {
+        partner_objects.push(json!({
+            "apiVersion": "carerecord.dev/v1alpha1", "kind": "SharingAgreement",
+            "metadata": {"name": id.to_lowercase(), "namespace": namespace_of(&partner)},
+            "spec": {"role": "Consumer", "agreementId": id, "counterpartTenant": format!("{run}-ics"), "purpose": "DirectCare",
+                     "legalBasis": {"article6": "PublicTask", "article9": "HealthOrSocialCare"},
+                     "resources": ["MedicationStatement"], "validFrom": "2026-01-01T00:00:00Z", "expires": "2030-01-01T00:00:00Z"}
+        }));
+    }
+    let one = format!("{run}-ics");
+    spawn_gateway(client.clone(), vec![namespace_of(&one), namespace_of(&partner)]);
+    kubectl_apply(&to_yaml(&partner_objects[..1]), "bench")?;
+    wait_until("partner Ready", Duration::from_secs(300), || all_ready(&client, std::slice::from_ref(&partner), 0))
+        .await?;
+    let objects = ics(&one, 10, &endpoint, &[("DSA-B-1", partner.as_str()), ("DSA-B-2", partner.as_str())]);
+    let start = Instant::now();
+    kubectl_apply(&to_yaml(&objects[..1]), "bench")?;
+    wait_until("namespace", Duration::from_secs(120), || async {
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get_opt(&namespace_of(&one))
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await?;
+    kubectl_apply(&to_yaml(&objects[1..]), "bench")?;
+    kubectl_apply(&to_yaml(&partner_objects[1..]), "bench")?;
+    // Tenant (StatefulSet mode): 16 children; each MLLP connector 4 (no
+    // inbound route); each agreement one route per type asked (1) + 1 policy.
+    let expected_children = 16 + 10 * 4 + 2 * 2;
+    wait_until("children present", Duration::from_secs(300), || async {
+        children_versions(&client, &one).await.len() >= expected_children
+    })
+    .await?;
+    let operator_present = start.elapsed().as_secs_f64();
+    wait_until("onboarding Ready", Duration::from_secs(300), || all_ready(&client, std::slice::from_ref(&one), 10))
+        .await?;
+    let operator_ready = start.elapsed().as_secs_f64();
+    let floor_onboarding = floor(&ics(&format!("{run}-floor"), 10, &endpoint, &[]))?;
+
+    // 2. Scale: N tenants x M connectors.
+    let names: Vec<String> = (0..args.tenants).map(|i| format!("{run}-t{i}")).collect();
+    spawn_gateway(client.clone(), names.iter().map(|n| namespace_of(n)).collect());
+    let all: Vec<Vec<Value>> = names.iter().map(|n| ics(n, args.connectors, &endpoint, &[])).collect();
+    let start = Instant::now();
+    kubectl_apply(&to_yaml(&all.iter().map(|o| o[0].clone()).collect::<Vec<_>>()), "bench")?;
+    for name in &names {
+        wait_until("namespace", Duration::from_secs(600), || async {
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                .get_opt(&namespace_of(name))
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .await?;
+    }
+    kubectl_apply(&to_yaml(&all.iter().flat_map(|o| o[1..].to_vec()).collect::<Vec<_>>()), "bench")?;
+    wait_until("scale Ready", Duration::from_secs(1800), || all_ready(&client, &names, args.connectors)).await?;
+    let scale_operator = start.elapsed().as_secs_f64();
+    let floor_names: Vec<Vec<Value>> =
+        (0..args.tenants).map(|i| ics(&format!("{run}-f{i}"), args.connectors, &endpoint, &[])).collect();
+    let scale_floor = floor(&floor_names.concat())?;
+
+    // 3. Steady state: no writes by the operator while nothing changes, even
+    // when every tenant is nudged (an annotation, which changes no spec).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before_buckets = buckets(&operator.metrics());
+    let since = jiff::Timestamp::now();
+    for name in names.iter().chain([&one]) {
+        let poke = json!({"metadata": {"annotations": {"bench.carerecord.dev/poke": since.to_string()}}});
+        tenants(&client).patch(name, &PatchParams::default(), &Patch::Merge(&poke)).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(args.window)).await;
+    let until = jiff::Timestamp::now();
+    let steady_writes = operator_writes(since, until);
+    let after_buckets = buckets(&operator.metrics());
+    let p50 = quantile_ms(&before_buckets, &after_buckets, 0.5);
+    let p99 = quantile_ms(&before_buckets, &after_buckets, 0.99);
+    let (rss, cpu) = operator.cost();
+
+    // 4. Restart over the converged set: writes and time until every tenant
+    // has been reconciled again.
+    operator.stop();
+    let since = jiff::Timestamp::now();
+    let start = Instant::now();
+    let operator2 = OperatorProcess::start(port)?;
+    let expected = (names.len() + 2) as f64;
+    let resync = wait_until("resync", Duration::from_secs(900), || {
+        let text = operator2.metrics();
+        async move { metric_sum(&text, "ics_operator_reconciles_total", "kind=\"tenant\"") >= expected }
+    })
+    .await
+    .unwrap_or(start.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restart_writes = operator_writes(since, jiff::Timestamp::now());
+    let (rss2, _) = operator2.cost();
+    operator2.stop();
+
+    let results = json!({
+        "onboarding": {"operator_s": operator_ready, "children_present_s": operator_present, "floor_s": floor_onboarding, "ratio": operator_ready / floor_onboarding},
+        "scale": {"tenants": args.tenants, "connectors": args.connectors, "operator_s": scale_operator, "floor_s": scale_floor, "ratio": scale_operator / scale_floor, "helm_s": Value::Null},
+        "steady_state_writes": steady_writes,
+        "steady_state_window_s": args.window,
+        "restart": {"writes": restart_writes, "resync_s": resync},
+        "rss_mib": rss.max(rss2),
+        "cpu_s": cpu,
+        "noop_reconcile_p50_ms": p50,
+        "noop_reconcile_p99_ms": p99,
+    });
+    std::fs::write(root().join("e2e/bench/results.json"), serde_json::to_string_pretty(&results)?)?;
+    println!("{:<42} {:>12}", "measure", "value");
+    println!("{:<42} {:>12.2}", "onboarding: operator apply -> Ready (s)", operator_ready);
+    println!("{:<42} {:>12.2}", "onboarding: floor, kubectl SSA (s)", floor_onboarding);
+    println!("{:<42} {:>12.2}", "onboarding: ratio", operator_ready / floor_onboarding);
+    println!("{:<42} {:>12}", "scale: tenants x connectors", format!("{}x{}", args.tenants, args.connectors));
+    println!("{:<42} {:>12.2}", "scale: operator apply -> all Ready (s)", scale_operator);
+    println!("{:<42} {:>12.2}", "scale: floor, kubectl SSA (s)", scale_floor);
+    println!("{:<42} {:>12.2}", "scale: ratio", scale_operator / scale_floor);
+    println!("{:<42} {:>12}", "steady state: operator writes", format!("{steady_writes:?}"));
+    println!("{:<42} {:>12}", "restart: operator writes", format!("{restart_writes:?}"));
+    println!("{:<42} {:>12.2}", "restart: time to resync (s)", resync);
+    println!("{:<42} {:>12.1}", "operator peak RSS (MiB)", rss.max(rss2));
+    println!("{:<42} {:>12.2}", "operator CPU until steady (s)", cpu);
+    println!("{:<42} {:>12}", "no-op reconcile p50 / p99 (ms, bucket)", format!("{p50:?}/{p99:?}"));
+
+    delete_tenants(&client, &names).await;
+    delete_tenants(&client, &[one, partner]).await;
+    for f in floor_names.iter().chain([&ics(&format!("{run}-floor"), 0, &endpoint, &[])]) {
+        let _ = Command::new(tool("kubectl"))
+            .args(["delete", "ns", &namespace_of(f[0]["metadata"]["name"].as_str().unwrap()), "--wait=false"])
+            .output();
+    }
+    if steady_writes.is_some_and(|w| w > 0) {
+        bail!("the operator wrote {steady_writes:?} times while nothing changed");
+    }
+    Ok(())
+}
