@@ -103,3 +103,40 @@ mod connectors {
         insta::assert_snapshot!(out);
     }
 }
+
+mod every_profile {
+    use super::*;
+    use ics_operator::api::ProviderConnector;
+    use ics_operator::catalogue::{Catalogue, Protocol};
+
+    /// One connector per catalogue profile, rendered with the profile's defaults.
+    #[test]
+    fn each_catalogue_profile_renders_its_connector() {
+        let tenant = example("tenant-statefulset.yaml");
+        let catalogue = Catalogue::built_in();
+        for profile in catalogue.iter() {
+            let url = match profile.protocol {
+                Protocol::Hl7v2Mllp => "mllp://adt.example.nhs.uk:2575".to_string(),
+                Protocol::FhirR4 => format!("https://{}.example.nhs.uk/fhir", profile.name),
+            };
+            let connector: ProviderConnector = serde_yaml::from_str(&format!(
+                "apiVersion: carerecord.dev/v1alpha1\nkind: ProviderConnector\nmetadata: {{name: {name}, namespace: scr-cheshire-merseyside, uid: 00000000-0000-0000-0000-000000000001}}\nspec:\n  provider: {{odsCode: N82054, name: Riverside, kind: GPPractice}}\n  system: {name}\n  endpoint: {{url: '{url}'}}\n",
+                name = profile.name
+            ))
+            .unwrap();
+            assert_eq!(ics_operator::render::validate::connector(&connector), Ok(()), "{}", profile.name);
+            let children = ics_operator::render::connector::render(
+                &connector,
+                profile,
+                &tenant,
+                &PlatformSettings::default(),
+                true,
+            );
+            let values: Vec<_> = children.into_children().unwrap().iter().map(|c| c.to_value()).collect();
+            insta::assert_snapshot!(
+                format!("profile_{}", profile.name.replace('-', "_")),
+                ics_operator::yaml::multi_doc(&values).unwrap()
+            );
+        }
+    }
+}
