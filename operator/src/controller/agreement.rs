@@ -8,21 +8,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, info, instrument};
+use tracing::{info, instrument};
 
 use super::apply::{self, Key};
 use super::capabilities::Served;
 use super::metrics::WriteLabels;
 use super::status;
-use super::{Context, Error, Result, tenant_of, tenant_ready};
+use super::{Context, Result, tenant_of, tenant_ready};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement, SharingAgreementStatus};
 use crate::api::condition::{self, ConditionStatus, Observed};
 use crate::api::tenant::{CareRecordTenant, DeletionPolicy};
@@ -50,7 +49,7 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
     }
     let sides = controller.store();
     let by_tenant = controller.store();
-    controller
+    let controller = controller
         // Either side changing wakes the other: same agreement id, other namespace.
         .watches(Api::<SharingAgreement>::all(client.clone()), watcher::Config::default(), move |changed| {
             sides
@@ -71,20 +70,8 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
                 .filter(|a| a.namespace().as_deref() == Some(ns.as_str()) || a.spec.counterpart_tenant == name)
                 .map(|a| ObjectRef::from_obj(&**a))
                 .collect::<Vec<_>>()
-        })
-        .with_config(ControllerConfig::default().concurrency(16))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                debug!(%error, "agreement reconcile did not complete");
-            }
-        })
-        .await;
-}
-
-fn error_policy(agreement: Arc<SharingAgreement>, error: &Error, ctx: Arc<Context>) -> Action {
-    super::on_error("agreement", &*agreement, error, ctx)
+        });
+    super::drive("agreement", controller, reconcile, ctx, shutdown).await;
 }
 
 #[instrument(skip(agreement, ctx), fields(agreement = %agreement.name_any(), namespace = agreement.namespace().unwrap_or_default()))]

@@ -5,13 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -22,7 +21,7 @@ use super::capabilities::Served;
 use super::metrics::{ProbeLabel, WriteLabels};
 use super::readiness;
 use super::status;
-use super::{Context, Error, Result};
+use super::{Context, Result};
 use crate::api::condition::{self, ConditionStatus, Observed};
 use crate::api::connector::{ConnectorState, EndpointStatus, ProviderConnector, ProviderConnectorStatus};
 use crate::api::tenant::CareRecordTenant;
@@ -55,8 +54,8 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
     }
     // A tenant appearing, changing host or quota, or going away changes its connectors.
     let store = controller.store();
-    controller
-        .watches(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+    let controller =
+        controller.watches(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
             let ns = tenant.target_namespace();
             store
                 .state()
@@ -64,20 +63,8 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
                 .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
                 .map(|c| ObjectRef::from_obj(&**c))
                 .collect::<Vec<_>>()
-        })
-        .with_config(ControllerConfig::default().concurrency(16))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                debug!(%error, "connector reconcile did not complete");
-            }
-        })
-        .await;
-}
-
-fn error_policy(connector: Arc<ProviderConnector>, error: &Error, ctx: Arc<Context>) -> Action {
-    super::on_error("connector", &*connector, error, ctx)
+        });
+    super::drive("connector", controller, reconcile, ctx, shutdown).await;
 }
 
 /// Why a connector gets no children.

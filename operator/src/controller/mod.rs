@@ -214,6 +214,33 @@ async fn run_controllers(
     Ok(())
 }
 
+/// Runs a controller the way every controller here runs: bounded
+/// concurrency, graceful shutdown, the shared error policy, and results
+/// logged at debug (failures are already logged and published by `on_error`).
+pub async fn drive<K, F, Fut>(
+    kind: &'static str,
+    controller: kube::runtime::Controller<K>,
+    reconcile: F,
+    ctx: std::sync::Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    F: FnMut(std::sync::Arc<K>, std::sync::Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
+{
+    use futures::StreamExt;
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, move |object, error, ctx| on_error(kind, &*object, error, ctx), ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(kind, %error, "reconcile did not complete");
+            }
+        })
+        .await;
+}
+
 /// The error policy every controller uses: log, count by category, publish
 /// a Warning Event with the error chain, and back off per object.
 pub fn on_error<K>(

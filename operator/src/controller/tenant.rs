@@ -13,7 +13,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -85,20 +85,8 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
     let connectors =
         in_tenant_namespace(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), store.clone());
     let agreements = in_tenant_namespace(Api::<PartialObjectMeta<SharingAgreement>>::all(client.clone()), store);
-    controller
-        .reconcile_on(secrets)
-        .reconcile_on(connectors)
-        .reconcile_on(agreements)
-        .with_config(ControllerConfig::default().concurrency(16))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(tenant = %object.name, "reconciled"),
-                Err(error) => debug!(%error, "reconcile did not complete"),
-            }
-        })
-        .await;
+    let controller = controller.reconcile_on(secrets).reconcile_on(connectors).reconcile_on(agreements);
+    super::drive("tenant", controller, reconcile, ctx, shutdown).await;
 }
 
 /// Keeps the tenants-by-phase gauge current from the controller's cache.
@@ -182,10 +170,6 @@ async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<A
     };
     ctx.reset_backoff(&super::backoff_key("tenant", &*tenant_ref));
     Ok(action)
-}
-
-fn error_policy(tenant: Arc<CareRecordTenant>, error: &Error, ctx: Arc<Context>) -> Action {
-    super::on_error("tenant", &*tenant, error, ctx)
 }
 
 /// What a reconcile concluded, before it becomes a status.

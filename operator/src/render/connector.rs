@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite,
-    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType,
+    HttpRouteSpec,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -376,18 +375,7 @@ fn inbound_route(ctx: &Ctx, settings: &PlatformSettings) -> HttpRoute {
                     }),
                     ..HttpRouteRulesMatches::default()
                 }]),
-                filters: Some(vec![HttpRouteRulesFilters {
-                    r#type: HttpRouteRulesFiltersType::UrlRewrite,
-                    url_rewrite: Some(HttpRouteRulesFiltersUrlRewrite {
-                        path: Some(HttpRouteRulesFiltersUrlRewritePath {
-                            r#type: HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch,
-                            replace_prefix_match: Some("/".into()),
-                            replace_full_path: None,
-                        }),
-                        hostname: None,
-                    }),
-                    ..HttpRouteRulesFilters::default()
-                }]),
+                filters: Some(vec![crate::render::gateway::replace_prefix("/")]),
                 backend_refs: Some(vec![crate::render::gateway::service_backend(&ctx.name, ctx.profile.port)]),
                 ..HttpRouteRules::default()
             }]),

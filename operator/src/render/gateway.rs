@@ -1,6 +1,9 @@
 //! Gateway API pieces shared by every route the operator renders.
 
-use gateway_api::httproutes::{HttpRouteParentRefs, HttpRouteRulesBackendRefs};
+use gateway_api::httproutes::{
+    HttpRouteParentRefs, HttpRouteRulesBackendRefs, HttpRouteRulesFilters, HttpRouteRulesFiltersType,
+    HttpRouteRulesFiltersUrlRewrite, HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType,
+};
 
 use crate::api::tenant::CareRecordTenant;
 use crate::settings::PlatformSettings;
@@ -33,5 +36,21 @@ pub fn service_backend(name: &str, port: i32) -> HttpRouteRulesBackendRefs {
         port: Some(port),
         weight: Some(1),
         ..HttpRouteRulesBackendRefs::default()
+    }
+}
+
+/// A filter replacing the matched path prefix with `prefix` before the backend sees it.
+pub fn replace_prefix(prefix: &str) -> HttpRouteRulesFilters {
+    HttpRouteRulesFilters {
+        r#type: HttpRouteRulesFiltersType::UrlRewrite,
+        url_rewrite: Some(HttpRouteRulesFiltersUrlRewrite {
+            path: Some(HttpRouteRulesFiltersUrlRewritePath {
+                r#type: HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch,
+                replace_prefix_match: Some(prefix.into()),
+                replace_full_path: None,
+            }),
+            hostname: None,
+        }),
+        ..HttpRouteRulesFilters::default()
     }
 }

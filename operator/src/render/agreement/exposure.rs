@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 
 use gateway_api::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewrite,
-    HttpRouteRulesFiltersUrlRewritePath, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
+    HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath,
+    HttpRouteRulesMatchesPathType, HttpRouteSpec,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -94,18 +93,7 @@ pub fn children(
                         }),
                         ..HttpRouteRulesMatches::default()
                     }]),
-                    filters: Some(vec![HttpRouteRulesFilters {
-                        r#type: HttpRouteRulesFiltersType::UrlRewrite,
-                        url_rewrite: Some(HttpRouteRulesFiltersUrlRewrite {
-                            path: Some(HttpRouteRulesFiltersUrlRewritePath {
-                                r#type: HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch,
-                                replace_prefix_match: Some(format!("/fhir/{resource_type}")),
-                                replace_full_path: None,
-                            }),
-                            hostname: None,
-                        }),
-                        ..HttpRouteRulesFilters::default()
-                    }]),
+                    filters: Some(vec![crate::render::gateway::replace_prefix(&format!("/fhir/{resource_type}"))]),
                     backend_refs: Some(vec![crate::render::gateway::service_backend(RECORD_STORE, RECORD_STORE_PORT)]),
                     ..HttpRouteRules::default()
                 }]),
