@@ -34,12 +34,7 @@ const RESYNC: Duration = Duration::from_secs(10 * 60);
 
 pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={},{}",
-        labels::MANAGED_BY,
-        labels::MANAGER_VALUE,
-        labels::AGREEMENT
-    ));
+    let owned = watcher::Config::default().labels(&labels::owned_selector(labels::AGREEMENT));
     let mut controller =
         Controller::new(Api::<SharingAgreement>::all(client.clone()), watcher::Config::default().any_semantic())
             .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
@@ -124,7 +119,7 @@ async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> Resul
     if served.gateway_api {
         kinds.push(ChildKind::HttpRoute);
     }
-    let selector = format!("{}={},{}={name}", labels::MANAGED_BY, labels::MANAGER_VALUE, labels::AGREEMENT);
+    let selector = labels::agreement_selector(&name);
     let mut live = apply::observe(&ctx.client, &kinds, &namespace, &selector).await?;
     let desired_children = match (&my_tenant, &their_tenant) {
         (Some(provider), Some(consumer)) if served.gateway_api => {

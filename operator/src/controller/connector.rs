@@ -36,12 +36,7 @@ const STATUS_REFRESH: Duration = Duration::from_secs(3600);
 
 pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={},{}",
-        labels::MANAGED_BY,
-        labels::MANAGER_VALUE,
-        labels::CONNECTOR
-    ));
+    let owned = watcher::Config::default().labels(&labels::owned_selector(labels::CONNECTOR));
     let mut controller =
         Controller::new(Api::<ProviderConnector>::all(client.clone()), watcher::Config::default().any_semantic())
             .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())

@@ -44,6 +44,17 @@ pub fn connector_selector(connector: &str) -> String {
     format!("{MANAGED_BY}={MANAGER_VALUE},{CONNECTOR}={connector}")
 }
 
+/// Label selector matching an agreement's children.
+pub fn agreement_selector(agreement: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER_VALUE},{AGREEMENT}={agreement}")
+}
+
+/// Label selector matching every managed object carrying `owner_label`
+/// (CONNECTOR or AGREEMENT): what a controller watches of its children.
+pub fn owned_selector(owner_label: &str) -> String {
+    format!("{MANAGED_BY}={MANAGER_VALUE},{owner_label}")
+}
+
 /// Pod labels for a component of a tenant.
 pub fn pod_labels(tenant: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -51,4 +62,16 @@ pub fn pod_labels(tenant: &str, component: &str) -> BTreeMap<String, String> {
         (TENANT.to_string(), tenant.to_string()),
         (POD_COMPONENT.to_string(), component.to_string()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_name_the_manager_and_the_owner() {
+        assert_eq!(connector_selector("gp"), "app.kubernetes.io/managed-by=ics-operator,carerecord.dev/connector=gp");
+        assert_eq!(agreement_selector("dsa"), "app.kubernetes.io/managed-by=ics-operator,carerecord.dev/agreement=dsa");
+        assert_eq!(owned_selector(AGREEMENT), "app.kubernetes.io/managed-by=ics-operator,carerecord.dev/agreement");
+    }
 }
