@@ -24,6 +24,10 @@ pub async fn client() -> Client {
 
 /// The operator running on its own runtime, as in production, until stopped.
 pub struct Operator {
+    /// The operator's metrics, as `/metrics` would serve them.
+    pub metrics: std::sync::Arc<ics_operator::controller::metrics::Metrics>,
+    /// What `/healthz` and `/readyz` would answer.
+    pub health: std::sync::Arc<ics_operator::controller::metrics::Health>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -48,6 +52,11 @@ impl Operator {
         if std::env::var_os("RUST_LOG").is_some() {
             ics_operator::telemetry::init();
         }
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = std::sync::Arc::new(ics_operator::controller::metrics::Metrics::register(&mut registry));
+        let operator_metrics = metrics.clone();
+        let health = std::sync::Arc::new(ics_operator::controller::metrics::Health::default());
+        let operator_health = health.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -59,12 +68,11 @@ impl Operator {
                 // test's admin client, not the operator's.
                 tokio::spawn(provision_volumes(client().await));
                 let client = operator_client().await;
-                let mut registry = prometheus_client::registry::Registry::default();
                 let runtime = ics_operator::controller::Runtime {
                     settings: settings(),
                     leader_election,
-                    metrics: std::sync::Arc::new(ics_operator::controller::metrics::Metrics::register(&mut registry)),
-                    health: std::sync::Arc::default(),
+                    metrics: operator_metrics,
+                    health: operator_health,
                 };
                 let shutdown = async move {
                     let _ = stopped.await;
@@ -72,7 +80,7 @@ impl Operator {
                 ics_operator::controller::run(client, runtime, shutdown).await.expect("operator runs");
             });
         });
-        Self { stop: Some(stop), thread: Some(thread) }
+        Self { metrics, health, stop: Some(stop), thread: Some(thread) }
     }
 
     /// Stops the operator and waits until it has shut down.

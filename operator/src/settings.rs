@@ -37,7 +37,8 @@ pub struct ProbeSettings {
     pub allowed_cidrs: Vec<ipnet::IpNet>,
     /// Limit for one probe, in seconds.
     pub timeout_seconds: u64,
-    /// Seconds between probes of one endpoint.
+    /// Seconds between probes of one endpoint. Stretched when there are
+    /// more endpoints than `maxPerSecond` can probe in one interval.
     pub interval_seconds: u64,
     /// Probes running at once, across all connectors.
     pub max_concurrent: usize,

@@ -105,6 +105,51 @@ fn floor(manifests: &[Value]) -> Result<f64> {
     kubectl_apply(&String::from_utf8(out.stdout)?, "bench-floor")
 }
 
+/// Values for charts/ics-tenant that describe the same ICS as `ics()`.
+fn chart_values(objects: &[Value]) -> Value {
+    let mut tenant = objects[0]["spec"].clone();
+    tenant["name"] = objects[0]["metadata"]["name"].clone();
+    let connectors: Vec<Value> = objects[1..]
+        .iter()
+        .filter(|o| o["kind"] == "ProviderConnector")
+        .map(|c| {
+            let mut spec = c["spec"].clone();
+            spec["name"] = c["metadata"]["name"].clone();
+            spec
+        })
+        .collect();
+    json!({"tenant": tenant, "connectors": connectors})
+}
+
+/// One `helm install` of charts/ics-tenant per ICS, in sequence, as an
+/// onboarding team would run them.
+fn helm_install_each(all: &[Vec<Value>]) -> Result<()> {
+    let helm = tool("helm");
+    let chart = root().join("charts/ics-tenant");
+    let values = root().join("target/bench-values.json");
+    for objects in all {
+        std::fs::write(&values, serde_json::to_string(&chart_values(objects))?)?;
+        let release = objects[0]["metadata"]["name"].as_str().context("named")?;
+        let out = Command::new(&helm)
+            .args(["install", release])
+            .arg(&chart)
+            .args(["--namespace", "default", "-f"])
+            .arg(&values)
+            .output()?;
+        if !out.status.success() {
+            bail!("helm install {release} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+fn helm_uninstall(releases: &[String]) {
+    for release in releases {
+        let _ =
+            Command::new(tool("helm")).args(["uninstall", release, "--namespace", "default", "--wait=false"]).output();
+    }
+}
+
 /// A kubeconfig acting as the operator chart's ServiceAccount.
 fn operator_kubeconfig() -> Result<PathBuf> {
     let source = std::env::var("KUBECONFIG").context("KUBECONFIG")?;
@@ -131,7 +176,10 @@ struct OperatorProcess {
 impl OperatorProcess {
     fn start(port: u16) -> Result<Self> {
         let settings = root().join("target/bench-platform.yaml");
-        std::fs::write(&settings, "probe:\n  allowedCidrs: [127.0.0.0/8]\n")?;
+        // Probe limits sized for the fleet, as a platform team would set
+        // them: the defaults (10 a second, every 300 s) suit up to about
+        // 3,000 connectors, and a default-size run has 4,000.
+        std::fs::write(&settings, "probe:\n  allowedCidrs: [127.0.0.0/8]\n  maxPerSecond: 100\n  maxConcurrent: 16\n")?;
         let child = Command::new(operator_binary())
             .args(["run", "--platform"])
             .arg(&settings)
@@ -279,6 +327,38 @@ fn spawn_gateway(client: Client, namespaces: Vec<String>) {
     });
 }
 
+/// Pods one kwok node holds in this benchmark.
+const PODS_PER_NODE: usize = 1000;
+
+/// Adds kwok nodes for the pods this run starts (the local cluster's own
+/// three nodes hold 750; a default-size run starts about 6,600). Only on a
+/// cluster that already runs kwok nodes: a real cluster's capacity is its
+/// owner's business. The nodes stay for later runs.
+async fn ensure_capacity(client: &Client, pods: usize) -> Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes = Api::<Node>::all(client.clone());
+    if nodes.list_metadata(&ListParams::default().labels("type=kwok")).await?.items.is_empty() {
+        return Ok(());
+    }
+    for i in 0..pods.div_ceil(PODS_PER_NODE) {
+        let name = format!("bench-node-{i}");
+        let capacity = json!({"cpu": "1000", "memory": "4Ti", "pods": PODS_PER_NODE.to_string()});
+        let node = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+                         "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"}},
+            "status": {"allocatable": capacity, "capacity": capacity}
+        });
+        if nodes.get_opt(&name).await?.is_none() {
+            nodes.create(&Default::default(), &serde_json::from_value(node)?).await?;
+        }
+        // Admission taints new nodes not-ready, and no node lifecycle
+        // controller runs here to lift it.
+        nodes.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": null}}))).await?;
+    }
+    Ok(())
+}
+
 async fn delete_tenants(client: &Client, names: &[String]) {
     for name in names {
         let _ = tenants(client).delete(name, &Default::default()).await;
@@ -291,6 +371,10 @@ async fn main() -> Result<()> {
     let client = client().await;
     tokio::spawn(provision_volumes(client.clone()));
     let _ = operator_client().await; // installs the operator chart (RBAC) if missing
+    // Pods started: onboarding (two ICSs, 10 connectors) and three sets of
+    // N ICSs (operator, helm, floor), each ICS a record store, a database
+    // and its connectors.
+    ensure_capacity(&client, 16 + 3 * args.tenants * (args.connectors + 2)).await?;
     let endpoint = tcp_listener().await;
     let endpoint = format!("mllp://{endpoint}");
     let run = unique("b");
@@ -363,6 +447,15 @@ async fn main() -> Result<()> {
     kubectl_apply(&to_yaml(&all.iter().flat_map(|o| o[1..].to_vec()).collect::<Vec<_>>()), "bench")?;
     wait_until("scale Ready", Duration::from_secs(1800), || all_ready(&client, &names, args.connectors)).await?;
     let scale_operator = start.elapsed().as_secs_f64();
+    // The same tenants installed with one `helm install` each of the
+    // ics-tenant chart, to all Ready (the operator still does the onboarding).
+    let helm_names: Vec<String> = (0..args.tenants).map(|i| format!("{run}-h{i}")).collect();
+    spawn_gateway(client.clone(), helm_names.iter().map(|n| namespace_of(n)).collect());
+    let helm_all: Vec<Vec<Value>> = helm_names.iter().map(|n| ics(n, args.connectors, &endpoint, &[])).collect();
+    let start = Instant::now();
+    helm_install_each(&helm_all)?;
+    wait_until("helm Ready", Duration::from_secs(1800), || all_ready(&client, &helm_names, args.connectors)).await?;
+    let scale_helm = start.elapsed().as_secs_f64();
     let floor_names: Vec<Vec<Value>> =
         (0..args.tenants).map(|i| ics(&format!("{run}-f{i}"), args.connectors, &endpoint, &[])).collect();
     let scale_floor = floor(&floor_names.concat())?;
@@ -372,7 +465,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before_buckets = buckets(&operator.metrics());
     let since = jiff::Timestamp::now();
-    for name in names.iter().chain([&one]) {
+    for name in names.iter().chain(&helm_names).chain([&one]) {
         let poke = json!({"metadata": {"annotations": {"bench.carerecord.dev/poke": since.to_string()}}});
         tenants(&client).patch(name, &PatchParams::default(), &Patch::Merge(&poke)).await?;
     }
@@ -390,7 +483,7 @@ async fn main() -> Result<()> {
     let since = jiff::Timestamp::now();
     let start = Instant::now();
     let operator2 = OperatorProcess::start(port)?;
-    let expected = (names.len() + 2) as f64;
+    let expected = (names.len() + helm_names.len() + 2) as f64;
     let resync = wait_until("resync", Duration::from_secs(900), || {
         let text = operator2.metrics();
         async move { metric_sum(&text, "ics_operator_reconciles_total", "kind=\"tenant\"") >= expected }
@@ -404,7 +497,7 @@ async fn main() -> Result<()> {
 
     let results = json!({
         "onboarding": {"operator_s": operator_ready, "children_present_s": operator_present, "floor_s": floor_onboarding, "ratio": operator_ready / floor_onboarding},
-        "scale": {"tenants": args.tenants, "connectors": args.connectors, "operator_s": scale_operator, "floor_s": scale_floor, "ratio": scale_operator / scale_floor, "helm_s": Value::Null},
+        "scale": {"tenants": args.tenants, "connectors": args.connectors, "operator_s": scale_operator, "floor_s": scale_floor, "ratio": scale_operator / scale_floor, "helm_s": scale_helm, "helm_ratio": scale_helm / scale_floor},
         "steady_state_writes": steady_writes,
         "steady_state_window_s": args.window,
         "restart": {"writes": restart_writes, "resync_s": resync},
@@ -422,6 +515,8 @@ async fn main() -> Result<()> {
     println!("{:<42} {:>12.2}", "scale: operator apply -> all Ready (s)", scale_operator);
     println!("{:<42} {:>12.2}", "scale: floor, kubectl SSA (s)", scale_floor);
     println!("{:<42} {:>12.2}", "scale: ratio", scale_operator / scale_floor);
+    println!("{:<42} {:>12.2}", "scale: helm install each -> all Ready (s)", scale_helm);
+    println!("{:<42} {:>12.2}", "scale: helm ratio (vs floor)", scale_helm / scale_floor);
     println!("{:<42} {:>12}", "steady state: operator writes", format!("{steady_writes:?}"));
     println!("{:<42} {:>12}", "restart: operator writes", format!("{restart_writes:?}"));
     println!("{:<42} {:>12.2}", "restart: time to resync (s)", resync);
@@ -430,8 +525,9 @@ async fn main() -> Result<()> {
     println!("{:<42} {:>12}", "no-op reconcile p50 / p99 (ms, bucket)", format!("{p50:?}/{p99:?}"));
 
     delete_tenants(&client, &names).await;
+    helm_uninstall(&helm_names);
     delete_tenants(&client, &[one, partner]).await;
-    for f in floor_names.iter().chain([&ics(&format!("{run}-floor"), 0, &endpoint, &[])]) {
+    for f in floor_names.iter().chain(&helm_all).chain([&ics(&format!("{run}-floor"), 0, &endpoint, &[])]) {
         let _ = Command::new(tool("kubectl"))
             .args(["delete", "ns", &namespace_of(f[0]["metadata"]["name"].as_str().unwrap()), "--wait=false"])
             .output();

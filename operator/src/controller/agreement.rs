@@ -4,16 +4,14 @@
 //! can next change by time alone (an agreement starting or expiring).
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
@@ -21,6 +19,7 @@ use super::apply::{self, Key};
 use super::capabilities::Served;
 use super::metrics::WriteLabels;
 use super::status;
+use super::triggers::Triggers;
 use super::{Context, Result, tenant_of, tenant_ready};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement, SharingAgreementStatus};
 use crate::api::condition::{self, ConditionStatus, Observed};
@@ -28,25 +27,26 @@ use crate::api::tenant::{CareRecordTenant, DeletionPolicy};
 use crate::render::agreement::{Counterpart, Decision, Inputs, Side, children, decide};
 use crate::render::child::ChildKind;
 use crate::render::labels;
+use kube::core::PartialObjectMeta;
 
 /// Safety-net requeue when nothing is scheduled by time.
 const RESYNC: Duration = Duration::from_secs(10 * 60);
 
-pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// What wakes the agreement controller.
+pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<SharingAgreement> {
     let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&labels::owned_selector(labels::AGREEMENT));
-    let mut controller =
-        Controller::new(Api::<SharingAgreement>::all(client.clone()), watcher::Config::default().any_semantic())
-            .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+    let owned = labels::owned_selector(labels::AGREEMENT);
+    let mut triggers = Triggers::new("agreement", Api::<SharingAgreement>::all(client.clone()), &ctx.metrics)
+        .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &owned);
     if served.gateway_api {
         let ar = ChildKind::HttpRoute.api_resource();
-        controller = controller.owns_with(Api::<DynamicObject>::all_with(client.clone(), &ar), ar, owned.clone());
+        triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &owned);
     }
-    let sides = controller.store();
-    let by_tenant = controller.store();
-    let controller = controller
+    let sides = triggers.store();
+    let by_tenant = triggers.store();
+    triggers
         // Either side changing wakes the other: same agreement id, other namespace.
-        .watches(Api::<SharingAgreement>::all(client.clone()), watcher::Config::default(), move |changed| {
+        .related(Api::<SharingAgreement>::all(client.clone()), move |changed| {
             sides
                 .state()
                 .iter()
@@ -54,9 +54,9 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
                 .map(|a| ObjectRef::from_obj(&**a))
                 .collect::<Vec<_>>()
         })
-        // A tenant's readiness gates both the agreements in its namespace and
-        // those naming it as counterpart.
-        .watches(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
+        // A tenant's readiness gates both the agreements in its namespace
+        // and those naming it as counterpart; its counts do not.
+        .related_when(Api::<CareRecordTenant>::all(client.clone()), super::tenant_standing, move |tenant| {
             let ns = tenant.target_namespace();
             let name = tenant.name_any();
             by_tenant
@@ -65,12 +65,11 @@ pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output
                 .filter(|a| a.namespace().as_deref() == Some(ns.as_str()) || a.spec.counterpart_tenant == name)
                 .map(|a| ObjectRef::from_obj(&**a))
                 .collect::<Vec<_>>()
-        });
-    super::drive("agreement", controller, reconcile, ctx, shutdown).await;
+        })
 }
 
 #[instrument(skip(agreement, ctx), fields(agreement = %agreement.name_any(), namespace = agreement.namespace().unwrap_or_default()))]
-async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("agreement");
     let namespace = agreement.namespace().unwrap_or_default();
     let name = agreement.name_any();

@@ -1,7 +1,6 @@
 //! The ProviderConnector controller.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +9,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, instrument};
 
@@ -21,6 +19,7 @@ use super::capabilities::Served;
 use super::metrics::{ProbeLabel, WriteLabels};
 use super::readiness;
 use super::status;
+use super::triggers::Triggers;
 use super::{Context, Result};
 use crate::api::condition::{self, ConditionStatus, Observed};
 use crate::api::connector::{ConnectorState, EndpointStatus, ProviderConnector, ProviderConnectorStatus};
@@ -29,37 +28,37 @@ use crate::probe::Credentials;
 use crate::render::child::ChildKind;
 use crate::render::connector as render_connector;
 use crate::render::labels;
+use kube::core::PartialObjectMeta;
 
 /// A probe that finds the same answer refreshes `lastChecked` at most this
 /// often, so a healthy, steady connector causes no status writes.
 const STATUS_REFRESH: Duration = Duration::from_secs(3600);
 
-pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// What wakes the connector controller.
+pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<ProviderConnector> {
     let client = ctx.client.clone();
-    let owned = watcher::Config::default().labels(&labels::owned_selector(labels::CONNECTOR));
-    let mut controller =
-        Controller::new(Api::<ProviderConnector>::all(client.clone()), watcher::Config::default().any_semantic())
-            .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-            .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-            .owns(Api::<Service>::all(client.clone()), owned.clone())
-            .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone());
+    let owned = labels::owned_selector(labels::CONNECTOR);
+    let mut triggers = Triggers::new("connector", Api::<ProviderConnector>::all(client.clone()), &ctx.metrics)
+        .owned(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), &owned)
+        .owned(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &owned)
+        .owned(Api::<PartialObjectMeta<Service>>::all(client.clone()), &owned)
+        .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &owned);
     if served.gateway_api {
         let ar = ChildKind::HttpRoute.api_resource();
-        controller = controller.owns_with(Api::<DynamicObject>::all_with(client.clone(), &ar), ar, owned.clone());
+        triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &owned);
     }
-    // A tenant appearing, changing host or quota, or going away changes its connectors.
-    let store = controller.store();
-    let controller =
-        controller.watches(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default(), move |tenant| {
-            let ns = tenant.target_namespace();
-            store
-                .state()
-                .iter()
-                .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
-                .map(|c| ObjectRef::from_obj(&**c))
-                .collect::<Vec<_>>()
-        });
-    super::drive("connector", controller, reconcile, ctx, shutdown).await;
+    let store = triggers.store();
+    // A tenant appearing, changing host or quota, taking its namespace or
+    // going away changes its connectors; its connector counts do not.
+    triggers.related_when(Api::<CareRecordTenant>::all(client.clone()), super::tenant_standing, move |tenant| {
+        let ns = tenant.target_namespace();
+        store
+            .state()
+            .iter()
+            .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+            .map(|c| ObjectRef::from_obj(&**c))
+            .collect::<Vec<_>>()
+    })
 }
 
 /// Why a connector gets no children.
@@ -77,7 +76,7 @@ fn over_quota(connector: &ProviderConnector, all: &[ProviderConnector], max: i32
 }
 
 #[instrument(skip(connector, ctx), fields(connector = %connector.name_any(), namespace = connector.namespace().unwrap_or_default()))]
-async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("connector");
     let namespace = connector.namespace().unwrap_or_default();
     let name = connector.name_any();

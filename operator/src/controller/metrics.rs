@@ -44,6 +44,7 @@ pub struct Metrics {
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Family<KindLabel, Histogram>,
     pub in_flight: Family<KindLabel, Gauge>,
+    pub queue_depth: Family<KindLabel, Gauge>,
     pub child_writes: Family<WriteLabels, Counter>,
     pub probes: Family<ProbeLabel, Counter>,
     pub tenants: Family<PhaseLabel, Gauge>,
@@ -60,6 +61,7 @@ impl Metrics {
                 Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
             in_flight: Family::default(),
+            queue_depth: Family::default(),
             child_writes: Family::default(),
             probes: Family::default(),
             tenants: Family::default(),
@@ -70,6 +72,11 @@ impl Metrics {
         r.register("reconcile_errors", "Reconciles that failed, by kind and error category", m.failures.clone());
         r.register("reconcile_duration_seconds", "Reconcile duration, by kind", m.duration.clone());
         r.register("reconciles_in_flight", "Reconciles running now, by kind", m.in_flight.clone());
+        r.register(
+            "queue_depth",
+            "Objects a watch asked to reconcile that no reconcile has picked up yet, by kind",
+            m.queue_depth.clone(),
+        );
         r.register("child_writes", "Writes of child objects, by kind and outcome", m.child_writes.clone());
         r.register("endpoint_probes", "Endpoint probes, by result", m.probes.clone());
         r.register("tenants", "Tenants by phase", m.tenants.clone());

@@ -12,6 +12,7 @@ pub mod rbac;
 pub mod readiness;
 pub mod status;
 pub mod tenant;
+pub mod triggers;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -129,9 +130,8 @@ pub async fn run(
     let Runtime { settings, leader_election, metrics, health } = runtime;
     let shutdown = Box::pin(shutdown).shared();
     let Some(election) = leader_election else {
-        health.set_ready(true);
         metrics.leader.set(1);
-        return run_controllers(client, settings, metrics, shutdown).await;
+        return run_controllers(client, settings, metrics, health, shutdown).await;
     };
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &election.lease_name)
         .with_namespace(&election.namespace)
@@ -154,6 +154,8 @@ pub async fn run(
     }
     tracing::info!(identity = %election.identity, "acquired leadership");
     metrics.leader.set(1);
+    // Ready again once the leader's caches are synced.
+    health.set_ready(false);
     let mut watch = leading.clone();
     let lost = async move {
         loop {
@@ -170,7 +172,7 @@ pub async fn run(
         })
         .shared()
     };
-    let result = run_controllers(client, settings, metrics.clone(), stop).await;
+    let result = run_controllers(client, settings, metrics.clone(), health, stop).await;
     metrics.leader.set(0);
     let lost_it = lost.clone().now_or_never().is_some() && shutdown.clone().now_or_never().is_none();
     // Dropping every receiver makes the lease task release the Lease.
@@ -185,6 +187,7 @@ async fn run_controllers(
     client: Client,
     settings: PlatformSettings,
     metrics: std::sync::Arc<metrics::Metrics>,
+    health: std::sync::Arc<metrics::Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) -> Result<()> {
     let mut ctx = Context::new(client, settings, metrics);
@@ -205,22 +208,34 @@ async fn run_controllers(
         gateway_api = served.gateway_api,
         "starting controllers"
     );
+    let tenants = tenant::triggers(&ctx, served);
+    let connectors = connector::triggers(&ctx, served);
+    let agreements = agreement::triggers(&ctx, served);
+    tokio::spawn(tenant::count_phases(tenants.store(), ctx.clone()));
+    let caches = (tenants.store(), connectors.store(), agreements.store());
+    tokio::spawn(async move {
+        let (t, c, a) = caches;
+        if tokio::try_join!(t.wait_until_ready(), c.wait_until_ready(), a.wait_until_ready()).is_ok() {
+            tracing::info!("caches synced");
+            health.set_ready(true);
+        }
+    });
     tokio::join!(
-        tenant::run(ctx.clone(), served, shutdown.clone()),
-        connector::run(ctx.clone(), served, shutdown.clone()),
-        agreement::run(ctx.clone(), served, shutdown.clone()),
+        drive(tenants, tenant::reconcile, ctx.clone(), shutdown.clone()),
+        drive(connectors, connector::reconcile, ctx.clone(), shutdown.clone()),
+        drive(agreements, agreement::reconcile, ctx.clone(), shutdown.clone()),
     );
     tracing::info!("controllers stopped");
     Ok(())
 }
 
 /// Runs a controller the way every controller here runs: bounded
-/// concurrency, graceful shutdown, the shared error policy, and results
-/// logged at debug (failures are already logged and published by `on_error`).
+/// concurrency, graceful shutdown, the shared error policy, the queue depth
+/// kept, and results logged at debug (failures are already logged and
+/// published by `on_error`).
 pub async fn drive<K, F, Fut>(
-    kind: &'static str,
-    controller: kube::runtime::Controller<K>,
-    reconcile: F,
+    triggers: triggers::Triggers<K>,
+    mut reconcile: F,
     ctx: std::sync::Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
@@ -229,16 +244,36 @@ pub async fn drive<K, F, Fut>(
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
 {
     use futures::StreamExt;
-    controller
+    let triggers::Triggers { kind, controller, queue } = triggers;
+    let sweeper = {
+        let queue = queue.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                queue.sweep();
+            }
+        }
+    };
+    let run = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, move |object, error, ctx| on_error(kind, &*object, error, ctx), ctx)
+        .run(
+            move |object, ctx| {
+                queue.picked(&object);
+                reconcile(object, ctx)
+            },
+            move |object, error, ctx| on_error(kind, &*object, error, ctx),
+            ctx,
+        )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(kind, %error, "reconcile did not complete");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = run => {}
+        _ = sweeper => {}
+    }
 }
 
 /// The error policy every controller uses: log, count by category, publish
@@ -292,6 +327,19 @@ pub fn tenant_ready(tenant: &crate::api::CareRecordTenant) -> bool {
         s.observed_generation == tenant.metadata.generation
             && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
     })
+}
+
+/// What connectors and agreements read of a tenant besides its spec, as
+/// a watch predicate: generation, phase, readiness and deletion. They are
+/// woken when this changes, not on every status write (a tenant's
+/// connector counts change twice per connector while it onboards).
+pub fn tenant_standing(tenant: &crate::api::CareRecordTenant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let phase = tenant.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (tenant.metadata.generation, phase, tenant_ready(tenant), tenant.metadata.deletion_timestamp.is_some())
+        .hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Built-in profiles plus those in the settings' ConfigMap (key `profiles.yaml`).

@@ -43,14 +43,21 @@ impl Prober {
         }
     }
 
+    /// Time between probes of one endpoint: the configured interval, or
+    /// longer when there are more endpoints than the rate limit can probe
+    /// in one interval. Without the stretch, re-probes would be due faster
+    /// than they can start, every connector reconcile would queue for a
+    /// probe slot, and new connectors would starve behind them.
     pub fn interval(&self) -> Duration {
-        self.interval
+        let endpoints = self.last.lock().unwrap_or_else(|p| p.into_inner()).len() as u32;
+        stretched(self.interval, self.spacing, endpoints)
     }
 
     /// The remembered result for `key`, if it probed `target` and is still fresh.
     pub fn fresh(&self, key: &str, target: &str) -> Option<Remembered> {
+        let interval = self.interval();
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.get(key).filter(|r| r.target == target && r.at.elapsed() < self.interval).cloned()
+        last.get(key).filter(|r| r.target == target && r.at.elapsed() < interval).cloned()
     }
 
     pub fn forget(&self, key: &str) {
@@ -80,5 +87,33 @@ impl Prober {
         let remembered = Remembered { at: Instant::now(), target: target.to_string(), result };
         self.last.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), remembered.clone());
         remembered
+    }
+}
+
+/// The configured interval, or the time one round of `endpoints` probes
+/// takes at the rate limit plus a quarter, so re-probes use at most four
+/// fifths of the rate and new connectors are probed promptly.
+fn stretched(interval: Duration, spacing: Duration, endpoints: u32) -> Duration {
+    interval.max(spacing * endpoints * 5 / 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_interval_holds_while_the_rate_limit_keeps_up() {
+        let every_300s = Duration::from_secs(300);
+        let ten_per_second = Duration::from_millis(100);
+        assert_eq!(stretched(every_300s, ten_per_second, 2000), every_300s);
+    }
+
+    #[test]
+    fn the_interval_stretches_when_endpoints_outgrow_the_rate_limit() {
+        let every_300s = Duration::from_secs(300);
+        let ten_per_second = Duration::from_millis(100);
+        // 4,000 endpoints at 10 a second: a round takes 400 s, so re-probes
+        // come every 500 s and use 8 of the 10 probes a second.
+        assert_eq!(stretched(every_300s, ten_per_second, 4000), Duration::from_secs(500));
     }
 }

@@ -1,11 +1,9 @@
 //! The CareRecordTenant controller.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -13,10 +11,9 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -27,6 +24,7 @@ use super::capabilities::Served;
 use super::metrics::{PhaseLabel, WriteLabels};
 use super::readiness::{self, Verdict};
 use super::status;
+use super::triggers::Triggers;
 use super::{Context, Error, Result, TENANT_FINALIZER};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement};
 use crate::api::condition::{self, ConditionStatus, Observed};
@@ -47,50 +45,45 @@ const RESYNC_READY: Duration = Duration::from_secs(15 * 60);
 /// Requeue while onboarding, in case a child's controller is silent.
 const RESYNC_WAITING: Duration = Duration::from_secs(60);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, served: Served, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+/// What wakes the tenant controller.
+pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant> {
     let client = ctx.client.clone();
-    let managed = watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER_VALUE));
-    let mut controller =
-        Controller::new(Api::<CareRecordTenant>::all(client.clone()), watcher::Config::default().any_semantic());
-    // Children are mapped to their tenant here rather than with `owns()`:
-    // `owns()` gives a cluster-scoped owner the child's namespace, so the
-    // same tenant would get a second queue key and two concurrent reconciles.
-    controller = controller
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<ResourceQuota>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Service>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<Ingress>>::all(client.clone()), &managed))
-        .reconcile_on(owned_by_tenant(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()), &managed));
+    let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER_VALUE);
+    // Children are mapped to their tenant through ownerReferences rather
+    // than with `owns()`: `owns()` gives a cluster-scoped owner the child's
+    // namespace, so the same tenant would get a second queue key and two
+    // concurrent reconciles.
+    let mut triggers = Triggers::new("tenant", Api::<CareRecordTenant>::all(client.clone()), &ctx.metrics)
+        .owned(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<ResourceQuota>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<Service>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<Ingress>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()), &managed);
     for (kind, on) in [(ChildKind::HttpRoute, served.gateway_api), (ChildKind::PostgresCluster, served.cloud_native_pg)]
     {
         if on {
             let ar = kind.api_resource();
-            let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar);
-            controller = controller.reconcile_on(owned_by_tenant(api, &managed));
+            triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &managed);
         }
     }
-    // Secrets matter to a tenant whether it owns them (generated credentials)
-    // or not (an External database's, CloudNativePG's app secret): any change
-    // in a tenant namespace wakes that tenant. Metadata only: values never
-    // enter the operator's memory.
-    // Connectors change the tenant's counts.
-    let store = controller.store();
-    tokio::spawn(count_phases(store.clone(), ctx.clone()));
-    let secrets = in_tenant_namespace(Api::<PartialObjectMeta<Secret>>::all(client.clone()), store.clone());
-    let connectors =
-        in_tenant_namespace(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), store.clone());
-    let agreements = in_tenant_namespace(Api::<PartialObjectMeta<SharingAgreement>>::all(client.clone()), store);
-    let controller = controller.reconcile_on(secrets).reconcile_on(connectors).reconcile_on(agreements);
-    super::drive("tenant", controller, reconcile, ctx, shutdown).await;
+    let store = triggers.store();
+    // Secrets matter to a tenant whether it owns them (generated
+    // credentials) or not (an External database's, CloudNativePG's app
+    // secret): any change in a tenant namespace wakes that tenant. Metadata
+    // only: values never enter the operator's memory. Connectors and
+    // agreements change the tenant's counts and sharing policy.
+    triggers
+        .related(Api::<PartialObjectMeta<Secret>>::all(client.clone()), in_tenant_namespace(store.clone()))
+        .related(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), in_tenant_namespace(store.clone()))
+        .related(Api::<PartialObjectMeta<SharingAgreement>>::all(client.clone()), in_tenant_namespace(store))
 }
 
 /// Keeps the tenants-by-phase gauge current from the controller's cache.
-async fn count_phases(store: kube::runtime::reflector::Store<CareRecordTenant>, ctx: Arc<Context>) {
+pub async fn count_phases(store: kube::runtime::reflector::Store<CareRecordTenant>, ctx: Arc<Context>) {
     let phases = [
         TenantPhase::Onboarding,
         TenantPhase::Ready,
@@ -108,48 +101,18 @@ async fn count_phases(store: kube::runtime::reflector::Store<CareRecordTenant>, 
     }
 }
 
-/// The tenant whose namespace holds each changed object.
-fn in_tenant_namespace<K>(
-    api: Api<K>,
+/// The tenant whose namespace holds a changed object.
+fn in_tenant_namespace<T: Resource>(
     tenants: kube::runtime::reflector::Store<CareRecordTenant>,
-) -> impl futures::Stream<Item = ObjectRef<CareRecordTenant>> + Send + 'static
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Default + Clone + Eq + std::hash::Hash + Send + Sync,
-{
-    watcher(api, watcher::Config::default()).touched_objects().filter_map(move |object| {
-        let tenant = object.ok().and_then(|o| o.namespace()).and_then(|ns| {
-            tenants.state().iter().find(|t| t.target_namespace() == ns).map(|t| ObjectRef::from_obj(&**t))
-        });
-        std::future::ready(tenant)
-    })
-}
-
-/// Tenants named as owners by changed children, as cluster-scoped references.
-fn owned_by_tenant<K>(
-    api: Api<K>,
-    config: &watcher::Config,
-) -> impl futures::Stream<Item = ObjectRef<CareRecordTenant>> + Send + 'static
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
-{
-    let kind = CareRecordTenant::kind(&()).to_string();
-    let group = format!("{}/", crate::api::GROUP);
-    watcher(api, config.clone()).touched_objects().filter_map(move |child| {
-        let owner = child.ok().and_then(|child| {
-            child
-                .owner_references()
-                .iter()
-                .find(|o| o.kind == kind && o.api_version.starts_with(&group))
-                .map(|o| ObjectRef::<CareRecordTenant>::new(&o.name))
-        });
-        std::future::ready(owner)
-    })
+) -> impl Fn(T) -> Option<ObjectRef<CareRecordTenant>> + Send + 'static {
+    move |object| {
+        let ns = object.namespace()?;
+        tenants.state().iter().find(|t| t.target_namespace() == ns).map(|t| ObjectRef::from_obj(&**t))
+    }
 }
 
 #[instrument(skip(tenant, ctx), fields(tenant = %tenant.name_any()))]
-async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile("tenant");
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
     let tenant_ref = tenant.clone();
@@ -213,15 +176,18 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
             return Ok(Action::requeue(RESYNC_WAITING));
         }
     };
-    let (active_agreements, active_count) = active_agreements(ctx, &tenant.target_namespace()).await?;
+    let name = tenant.name_any();
+    let namespace = tenant.target_namespace();
+    // Everything this reconcile reads, read at once.
+    let selector = labels::tenant_selector(&name);
+    let ((active_agreements, active_count), mut live, connectors) = futures::try_join!(
+        active_agreements(ctx, &namespace),
+        async { Ok(apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?) },
+        count_connectors(ctx, &namespace),
+    )?;
     let facts = Facts { database_mode: mode, gateway_api: served.gateway_api, active_agreements };
     let connection = render_tenant::DatabaseConnection::for_tenant(&tenant, &ctx.settings, &facts);
     let mut children = render_tenant::render(&tenant, &ctx.settings, &facts).into_children()?;
-
-    let name = tenant.name_any();
-    let namespace = tenant.target_namespace();
-    let kinds = served_kinds(served);
-    let mut live = apply::observe(&ctx.client, &kinds, &namespace, &labels::tenant_selector(&name)).await?;
 
     // An External database's Secret is the user's to create; until it
     // exists the record store is held back rather than left crash-looping.
@@ -254,7 +220,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     }
 
     let mut conclusion = conclude(&tenant, ctx, &live, mode, served, secret_missing, &connection);
-    conclusion.connectors = Some(count_connectors(ctx, &namespace).await?);
+    conclusion.connectors = Some(connectors);
     conclusion.active_agreements = Some(active_count);
     let ready = conclusion.conditions.iter().all(Observed::is_true);
     finish(&tenant, ctx, conclusion).await?;

@@ -1,0 +1,289 @@
+//! What wakes each controller, and how many objects wait for a reconcile.
+//!
+//! Every trigger of every controller is a stream built here, so the queue
+//! depth (objects a watch asked to reconcile that no reconcile has picked up
+//! yet) is counted where requests enter and where reconciles start.
+//! kube-runtime's scheduler does not expose its queue (kube-rs/kube#1917).
+//! Every watch here backs off on errors: a watch that fails (a CRD removed,
+//! RBAC narrowed) retries with client-go's backoff rather than in a hot loop.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::metrics::{KindLabel, Metrics};
+
+/// How long a request for an object missing from the cache is remembered.
+/// The controller drops such requests without a reconcile (the object was
+/// deleted), so they would otherwise count as queued forever.
+const FORGET_MISSING_AFTER: Duration = Duration::from_secs(20);
+/// Pending requests are checked against the cache at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Objects asked for by a watch and not yet picked up by a reconcile. A
+/// request for an object already pending counts once, as the scheduler
+/// merges it too.
+pub struct Queue<K: Resource<DynamicType = ()> + 'static> {
+    state: Mutex<Pending<K>>,
+    depth: Gauge,
+    store: Store<K>,
+}
+
+struct Pending<K: Resource<DynamicType = ()>> {
+    since: HashMap<ObjectRef<K>, Instant>,
+    swept: Instant,
+}
+
+impl<K> Queue<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    pub fn new(depth: Gauge, store: Store<K>) -> Self {
+        Self { state: Mutex::new(Pending { since: HashMap::new(), swept: Instant::now() }), depth, store }
+    }
+
+    pub fn requested(&self, object: ObjectRef<K>) {
+        self.update(|pending| {
+            pending.since.entry(object).or_insert_with(Instant::now);
+        });
+    }
+
+    pub fn picked(&self, object: &K) {
+        let object = ObjectRef::from_obj(object);
+        self.update(|pending| {
+            pending.since.remove(&object);
+        });
+    }
+
+    /// Forgets requests for objects gone from the cache. `drive` calls it
+    /// on a timer, so a deleted object does not count as queued while
+    /// nothing else happens.
+    pub fn sweep(&self) {
+        self.update(|_| {});
+    }
+
+    pub fn depth(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).since.len()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Pending<K>)) {
+        let mut pending = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut pending);
+        if pending.swept.elapsed() >= SWEEP_EVERY {
+            pending.swept = Instant::now();
+            let store = &self.store;
+            pending.since.retain(|object, since| since.elapsed() < FORGET_MISSING_AFTER || store.get(object).is_some());
+        }
+        self.depth.set(pending.since.len() as i64);
+    }
+}
+
+/// A controller with its triggers, each counted by its queue.
+pub struct Triggers<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + 'static,
+{
+    pub(super) kind: &'static str,
+    pub(super) controller: Controller<K>,
+    pub(super) queue: Arc<Queue<K>>,
+}
+
+impl<K> Triggers<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::Scope: 'static,
+{
+    /// A controller for `K`, woken by every change to a `K` (status and
+    /// metadata included: the finalizer and a changed status are both
+    /// things a reconcile acts on).
+    pub fn new(kind: &'static str, api: Api<K>, metrics: &Metrics) -> Self {
+        let (store, writer) = reflector::store();
+        let depth = metrics.queue_depth.get_or_create(&KindLabel { kind }).clone();
+        let queue = Arc::new(Queue::new(depth, store.clone()));
+        let counted = queue.clone();
+        let primary = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .inspect(move |object| {
+                if let Ok(object) = object {
+                    counted.requested(ObjectRef::from_obj(object));
+                }
+            });
+        Self { kind, controller: Controller::for_stream(primary, store), queue }
+    }
+
+    /// The controller's cache of `K`.
+    pub fn store(&self) -> Store<K> {
+        self.controller.store()
+    }
+
+    /// Wakes each object that `requests` names.
+    pub fn on(mut self, requests: impl Stream<Item = ObjectRef<K>> + Send + 'static) -> Self {
+        let counted = self.queue.clone();
+        self.controller = self.controller.reconcile_on(requests.inspect(move |r| counted.requested(r.clone())));
+        self
+    }
+
+    /// Wakes the owner that each changed child names in its
+    /// ownerReferences. Children are watched as metadata only, and only
+    /// those matching `selector` (the operator's own labels).
+    pub fn owned<C>(self, api: Api<PartialObjectMeta<C>>, selector: &str) -> Self
+    where
+        C: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+        C::DynamicType: Clone + Eq + Hash + Send + Sync,
+        PartialObjectMeta<C>: serde::de::DeserializeOwned,
+    {
+        let requests = watch(api, watcher::Config::default().labels(selector))
+            .touched_objects()
+            .filter_map(|child| std::future::ready(child.ok().and_then(|c| owner_of::<K>(&c))));
+        self.on(requests)
+    }
+
+    /// Wakes what `map` names for each change of a related object.
+    pub fn related<T, I>(self, api: Api<T>, map: impl Fn(T) -> I + Send + 'static) -> Self
+    where
+        T: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        T::DynamicType: Default + Clone + Eq + Hash + Send + Sync,
+        I: IntoIterator<Item = ObjectRef<K>>,
+        I::IntoIter: Send + 'static,
+    {
+        let requests = watch(api, watcher::Config::default())
+            .touched_objects()
+            .filter_map(|object| std::future::ready(object.ok()))
+            .flat_map(move |object| futures::stream::iter(map(object)));
+        self.on(requests)
+    }
+
+    /// `related`, but only for changes that alter what `predicate` hashes
+    /// (for example the generation: spec changes, creation, deletion).
+    pub fn related_when<T, I>(
+        self,
+        api: Api<T>,
+        predicate: impl Predicate<T> + Send + 'static,
+        map: impl Fn(T) -> I + Send + 'static,
+    ) -> Self
+    where
+        T: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        T::DynamicType: Default + Clone + Eq + Hash + Send + Sync,
+        I: IntoIterator<Item = ObjectRef<K>>,
+        I::IntoIter: Send + 'static,
+    {
+        let requests = watch(api, watcher::Config::default())
+            .touched_objects()
+            .predicate_filter(predicate, Default::default())
+            .filter_map(|object| std::future::ready(object.ok()))
+            .flat_map(move |object| futures::stream::iter(map(object)));
+        self.on(requests)
+    }
+}
+
+fn watch<T>(
+    api: Api<T>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send + 'static
+where
+    T: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    watcher(api, config).default_backoff()
+}
+
+/// The `K` that `child` names as an owner. Matching by group rather than
+/// apiVersion keeps children written by an older API version found.
+pub fn owner_of<K>(child: &impl Resource) -> Option<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + 'static,
+    K::Scope: 'static,
+{
+    let (kind, group) = (K::kind(&()), K::group(&()));
+    let owner = child
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == kind && o.api_version.split('/').next() == Some(group.as_ref()))?;
+    let reference = ObjectRef::<K>::new(&owner.name);
+    // Owner references carry no namespace: a namespaced owner shares its
+    // child's namespace; a cluster-scoped owner (a tenant) has none.
+    Some(if TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>() {
+        reference.within(&child.namespace()?)
+    } else {
+        reference
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CareRecordTenant, ProviderConnector};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn owned_by(kind: &str, api_version: &str, name: &str) -> ConfigMap {
+        let mut child = ConfigMap::default();
+        child.metadata.namespace = Some("ics-a".into());
+        child.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: "u".into(),
+            ..OwnerReference::default()
+        }]);
+        child
+    }
+
+    fn queue() -> Queue<ConfigMap> {
+        let (store, _writer) = reflector::store();
+        Queue::new(Gauge::default(), store)
+    }
+
+    #[test]
+    fn a_cluster_scoped_owner_is_found_without_a_namespace() {
+        let child = owned_by("CareRecordTenant", "carerecord.dev/v1alpha1", "ics-a");
+        assert_eq!(owner_of::<CareRecordTenant>(&child), Some(ObjectRef::new("ics-a")));
+    }
+
+    #[test]
+    fn a_namespaced_owner_is_found_in_its_childs_namespace() {
+        let child = owned_by("ProviderConnector", "carerecord.dev/v1alpha1", "gp");
+        assert_eq!(owner_of::<ProviderConnector>(&child), Some(ObjectRef::new("gp").within("ics-a")));
+    }
+
+    #[test]
+    fn an_owner_of_another_group_is_not_ours() {
+        let child = owned_by("CareRecordTenant", "example.com/v1", "ics-a");
+        assert_eq!(owner_of::<CareRecordTenant>(&child), None);
+    }
+
+    #[test]
+    fn repeated_requests_for_one_object_count_once() {
+        let q = queue();
+        q.requested(ObjectRef::new("a").within("ics-a"));
+        q.requested(ObjectRef::new("a").within("ics-a"));
+        q.requested(ObjectRef::new("b").within("ics-a"));
+        assert_eq!(q.depth(), 2);
+        assert_eq!(q.depth.get(), 2);
+    }
+
+    #[test]
+    fn a_reconcile_takes_its_object_off_the_queue() {
+        let q = queue();
+        q.requested(ObjectRef::new("a").within("ics-a"));
+        let mut object = ConfigMap::default();
+        object.metadata.name = Some("a".into());
+        object.metadata.namespace = Some("ics-a".into());
+        q.picked(&object);
+        assert_eq!(q.depth(), 0);
+        assert_eq!(q.depth.get(), 0);
+    }
+}
