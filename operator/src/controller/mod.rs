@@ -215,7 +215,7 @@ async fn run_controllers(
     let caches = (tenants.store(), connectors.store(), agreements.store());
     tokio::spawn(async move {
         let (t, c, a) = caches;
-        if tokio::try_join!(t.wait_until_ready(), c.wait_until_ready(), a.wait_until_ready()).is_ok() {
+        if synced(&t).await && synced(&c).await && synced(&a).await {
             tracing::info!("caches synced");
             health.set_ready(true);
         }
@@ -227,6 +227,22 @@ async fn run_controllers(
     );
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// Whether a cache has listed its objects once (false if its watch ended
+/// first). kube-runtime keeps readiness in a oneshot channel that wakes only
+/// the last task to wait on it, and the controller itself waits on it too,
+/// so this asks again every half second rather than wait for a wake-up.
+async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+            return result.is_ok();
+        }
+    }
 }
 
 /// Runs a controller the way every controller here runs: bounded
