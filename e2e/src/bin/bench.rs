@@ -258,11 +258,23 @@ fn quantile_ms(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, q:
 /// Writes (create/update/patch/delete) by the operator's user in the audit
 /// log between two instants; None when the cluster has no local audit log.
 fn operator_writes(since: jiff::Timestamp, until: jiff::Timestamp) -> Option<usize> {
-    let log = root().join("e2e/.cluster/logs/audit.log");
-    let text = std::fs::read_to_string(log).ok()?;
+    // The API server rotates the log at 200 MB (audit.log, then
+    // audit-<time>.log): read every file, or a window spanning a rotation
+    // would lose writes.
+    let logs = root().join("e2e/.cluster/logs");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(logs).ok()?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("audit") {
+            text.push_str(&std::fs::read_to_string(entry.path()).ok()?);
+        }
+    }
+    if text.is_empty() {
+        return None;
+    }
     let sa = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}");
     Some(
         text.lines()
+            .filter(|l| l.contains(sa.as_str()))
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|e| e["stage"] == "ResponseComplete")
             .filter(|e| e["impersonatedUser"]["username"] == sa.as_str() || e["user"]["username"] == sa.as_str())

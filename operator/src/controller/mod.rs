@@ -212,10 +212,9 @@ async fn run_controllers(
     let connectors = connector::triggers(&ctx, served);
     let agreements = agreement::triggers(&ctx, served);
     tokio::spawn(tenant::count_phases(tenants.store(), ctx.clone()));
-    let caches = (tenants.store(), connectors.store(), agreements.store());
+    let caches = (tenants.synced(), connectors.synced(), agreements.synced());
     tokio::spawn(async move {
-        let (t, c, a) = caches;
-        if synced(&t).await && synced(&c).await && synced(&a).await {
+        if let (true, true, true) = tokio::join!(caches.0, caches.1, caches.2) {
             tracing::info!("caches synced");
             health.set_ready(true);
         }
@@ -227,22 +226,6 @@ async fn run_controllers(
     );
     tracing::info!("controllers stopped");
     Ok(())
-}
-
-/// Whether a cache has listed its objects once (false if its watch ended
-/// first). kube-runtime keeps readiness in a oneshot channel that wakes only
-/// the last task to wait on it, and the controller itself waits on it too,
-/// so this asks again every half second rather than wait for a wake-up.
-async fn synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
-where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
-            return result.is_ok();
-        }
-    }
 }
 
 /// Runs a controller the way every controller here runs: bounded
@@ -260,7 +243,7 @@ pub async fn drive<K, F, Fut>(
     Fut: std::future::Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
 {
     use futures::StreamExt;
-    let triggers::Triggers { kind, controller, queue } = triggers;
+    let triggers::Triggers { kind, controller, queue, .. } = triggers;
     let sweeper = {
         let queue = queue.clone();
         async move {

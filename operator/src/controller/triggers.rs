@@ -98,6 +98,7 @@ where
     pub(super) kind: &'static str,
     pub(super) controller: Controller<K>,
     pub(super) queue: Arc<Queue<K>>,
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<K> Triggers<K>
@@ -113,16 +114,31 @@ where
         let depth = metrics.queue_depth.get_or_create(&KindLabel { kind }).clone();
         let queue = Arc::new(Queue::new(depth, store.clone()));
         let counted = queue.clone();
+        // Our own sync signal: the store's wait_until_ready is a oneshot
+        // that wakes only its last waiter, and the controller waits on it.
+        let (listed, synced) = tokio::sync::watch::channel(false);
         let primary = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect(writer)
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    listed.send_replace(true);
+                }
+            })
             .applied_objects()
             .inspect(move |object| {
                 if let Ok(object) = object {
                     counted.requested(ObjectRef::from_obj(object));
                 }
             });
-        Self { kind, controller: Controller::for_stream(primary, store), queue }
+        Self { kind, controller: Controller::for_stream(primary, store), queue, synced }
+    }
+
+    /// Resolves once the cache has listed every `K` (false if the watch
+    /// ended first).
+    pub fn synced(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let mut synced = self.synced.clone();
+        async move { synced.wait_for(|listed| *listed).await.is_ok() }
     }
 
     /// The controller's cache of `K`.
