@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -27,7 +28,6 @@ use crate::api::tenant::{CareRecordTenant, DeletionPolicy};
 use crate::render::agreement::{Counterpart, Decision, Inputs, Side, children, decide};
 use crate::render::child::ChildKind;
 use crate::render::labels;
-use kube::core::PartialObjectMeta;
 
 /// Safety-net requeue when nothing is scheduled by time.
 const RESYNC: Duration = Duration::from_secs(10 * 60);

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -28,7 +29,6 @@ use crate::probe::Credentials;
 use crate::render::child::ChildKind;
 use crate::render::connector as render_connector;
 use crate::render::labels;
-use kube::core::PartialObjectMeta;
 
 /// A probe that finds the same answer refreshes `lastChecked` at most this
 /// often, so a healthy, steady connector causes no status writes.

@@ -48,7 +48,7 @@ const RESYNC_WAITING: Duration = Duration::from_secs(60);
 /// What wakes the tenant controller.
 pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant> {
     let client = ctx.client.clone();
-    let managed = format!("{}={}", labels::MANAGED_BY, labels::MANAGER_VALUE);
+    let managed = labels::managed_selector();
     // Children are mapped to their tenant through ownerReferences rather
     // than with `owns()`: `owns()` gives a cluster-scoped owner the child's
     // namespace, so the same tenant would get a second queue key and two

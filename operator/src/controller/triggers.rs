@@ -176,11 +176,7 @@ where
         I: IntoIterator<Item = ObjectRef<K>>,
         I::IntoIter: Send + 'static,
     {
-        let requests = watch(api, watcher::Config::default())
-            .touched_objects()
-            .filter_map(|object| std::future::ready(object.ok()))
-            .flat_map(move |object| futures::stream::iter(map(object)));
-        self.on(requests)
+        self.on(mapped(watch(api, watcher::Config::default()).touched_objects(), map))
     }
 
     /// `related`, but only for changes that alter what `predicate` hashes
@@ -197,13 +193,26 @@ where
         I: IntoIterator<Item = ObjectRef<K>>,
         I::IntoIter: Send + 'static,
     {
-        let requests = watch(api, watcher::Config::default())
-            .touched_objects()
-            .predicate_filter(predicate, Default::default())
-            .filter_map(|object| std::future::ready(object.ok()))
-            .flat_map(move |object| futures::stream::iter(map(object)));
-        self.on(requests)
+        let changes =
+            watch(api, watcher::Config::default()).touched_objects().predicate_filter(predicate, Default::default());
+        self.on(mapped(changes, map))
     }
+}
+
+/// What `map` names for each changed object (watch errors are retried by
+/// the watch's backoff, so they wake nothing).
+fn mapped<T, R, I>(
+    changes: impl Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    map: impl Fn(T) -> I + Send + 'static,
+) -> impl Stream<Item = R> + Send + 'static
+where
+    T: Send + 'static,
+    I: IntoIterator<Item = R>,
+    I::IntoIter: Send + 'static,
+{
+    changes
+        .filter_map(|object| std::future::ready(object.ok()))
+        .flat_map(move |object| futures::stream::iter(map(object)))
 }
 
 fn watch<T>(

@@ -49,6 +49,12 @@ pub fn agreement_selector(agreement: &str) -> String {
     format!("{MANAGED_BY}={MANAGER_VALUE},{AGREEMENT}={agreement}")
 }
 
+/// Label selector matching every object the operator manages: what the
+/// tenant controller watches, mapping each to its owner.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGER_VALUE}")
+}
+
 /// Label selector matching every managed object carrying `owner_label`
 /// (CONNECTOR or AGREEMENT): what a controller watches of its children.
 pub fn owned_selector(owner_label: &str) -> String {
@@ -73,5 +79,6 @@ mod tests {
         assert_eq!(connector_selector("gp"), "app.kubernetes.io/managed-by=ics-operator,carerecord.dev/connector=gp");
         assert_eq!(agreement_selector("dsa"), "app.kubernetes.io/managed-by=ics-operator,carerecord.dev/agreement=dsa");
         assert_eq!(owned_selector(AGREEMENT), "app.kubernetes.io/managed-by=ics-operator,carerecord.dev/agreement");
+        assert_eq!(managed_selector(), "app.kubernetes.io/managed-by=ics-operator");
     }
 }
