@@ -81,6 +81,8 @@ enum Command {
         #[arg(short = 'o', long = "output", default_value = "text")]
         output: String,
     },
+    /// Run the record gateway in front of one tenant's record store (the data plane).
+    Gateway(carerecord_gateway::cli::GatewayArgs),
     /// Print the version.
     Version,
 }
@@ -103,6 +105,7 @@ async fn main() -> ExitCode {
         }
         Command::Catalogue { output } => catalogue(&output),
         Command::Probe { url, system, allow_cidr, output } => probe(&url, &system, allow_cidr, &output).await,
+        Command::Gateway(args) => carerecord_gateway::cli::run(args).await.map_err(anyhow::Error::from),
         Command::Version => {
             println!("ics-operator {}", ics_operator::VERSION);
             Ok(())
@@ -228,8 +231,18 @@ fn render(file: &str, platform: Option<&str>, cnpg: bool, gateway_api: bool) -> 
     }
     let mut out = Vec::new();
     for tenant in &tenants {
-        let mode = render_tenant::resolve_database_mode(tenant.spec.database.mode, None, cnpg)?;
-        let facts = render_tenant::Facts { database_mode: mode, gateway_api, active_agreements: Vec::new() };
+        let name = kube::ResourceExt::name_any(tenant);
+        render_tenant::claim::namespace(tenant, None, &settings).with_context(|| format!("{file}: tenant {name}"))?;
+        let mode = render_tenant::resolve_database_mode(tenant.spec.database.mode, None, None, cnpg)?;
+        let hostname_held_by = render_tenant::claim::hostname_holder(tenant, &tenants);
+        if let Some(holder) = &hostname_held_by {
+            anyhow::bail!(
+                "{file}: tenant {name}: gateway.hostname {} is also named by tenant {holder}",
+                tenant.spec.gateway.hostname
+            );
+        }
+        let facts =
+            render_tenant::Facts { database_mode: mode, gateway_api, active_agreements: Vec::new(), hostname_held_by };
         for child in render_tenant::render(tenant, &settings, &facts).into_children()? {
             out.push(child.to_value());
         }

@@ -26,6 +26,73 @@ pub struct PlatformSettings {
     pub probe: ProbeSettings,
     /// Extra connector profiles, from a ConfigMap (key `profiles.yaml`).
     pub catalogue: Option<ConfigMapRef>,
+    /// The operator's own namespace (the chart sets it); never a tenant's.
+    pub operator_namespace: String,
+    /// More namespaces no tenant may take, besides `kube-*`, `default` and
+    /// the platform's own (the operator's, the Gateway's, DNS,
+    /// CloudNativePG's and the ingress controller's).
+    pub reserved_namespaces: Vec<String>,
+    /// Which images a ProviderConnector's `spec.image` may name.
+    pub connector_images: ConnectorImages,
+}
+
+/// Images a ProviderConnector may run in place of its profile's.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ConnectorImages {
+    /// Registry or repository prefixes, e.g. "ghcr.io/carerecord/" (ending
+    /// in "/": anything under it) or "registry.example/connector" (that
+    /// repository, any tag or digest). An image override outside them is
+    /// refused: a connector runs with access to the tenant's record store.
+    /// Empty allows none.
+    pub allowed_registries: Vec<String>,
+}
+
+impl Default for ConnectorImages {
+    fn default() -> Self {
+        Self { allowed_registries: vec!["ghcr.io/carerecord/".into()] }
+    }
+}
+
+impl ConnectorImages {
+    /// Whether `image` comes from an allowed registry. A prefix matches only
+    /// at a path boundary, so "ghcr.io/carerecord" does not admit
+    /// "ghcr.io/carerecord-evil/x".
+    pub fn allows(&self, image: &str) -> bool {
+        self.allowed_registries.iter().any(|prefix| {
+            if prefix.ends_with('/') {
+                image.starts_with(prefix.as_str())
+            } else {
+                !prefix.is_empty()
+                    && image
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/') || rest.starts_with(':') || rest.starts_with('@'))
+            }
+        })
+    }
+}
+
+impl PlatformSettings {
+    /// Why `namespace` may not belong to a tenant, if it may not.
+    pub fn reserved_namespace(&self, namespace: &str) -> Option<String> {
+        if namespace == "default" || namespace.starts_with("kube-") {
+            return Some(format!("{namespace} is a Kubernetes system namespace"));
+        }
+        let platform = [
+            (self.operator_namespace.as_str(), "the operator's namespace"),
+            (self.gateway.namespace.as_str(), "the platform Gateway's namespace"),
+            (self.dns_namespace.as_str(), "the cluster DNS namespace"),
+            (self.cloud_native_pg_namespace.as_str(), "the CloudNativePG operator's namespace"),
+            (self.ingress.controller_namespace.as_str(), "the ingress controller's namespace"),
+        ];
+        if let Some((_, what)) = platform.iter().find(|(ns, _)| *ns == namespace) {
+            return Some(format!("{namespace} is {what}"));
+        }
+        self.reserved_namespaces
+            .iter()
+            .any(|r| r == namespace)
+            .then(|| format!("{namespace} is reserved by the platform settings (reservedNamespaces)"))
+    }
 }
 
 /// Probing of provider endpoints.
@@ -77,6 +144,9 @@ impl Default for PlatformSettings {
             dns_namespace: "kube-system".into(),
             probe: ProbeSettings::default(),
             catalogue: None,
+            operator_namespace: "ics-system".into(),
+            reserved_namespaces: Vec::new(),
+            connector_images: ConnectorImages::default(),
         }
     }
 }
@@ -179,6 +249,33 @@ mod tests {
         let s = PlatformSettings::from_yaml("gateway:\n  name: shared\n").unwrap();
         assert_eq!(s.gateway.name, "shared");
         assert_eq!(s.gateway.namespace, "gateway-system");
+    }
+
+    #[test]
+    fn platform_and_system_namespaces_are_reserved() {
+        let s = PlatformSettings { reserved_namespaces: vec!["monitoring".into()], ..PlatformSettings::default() };
+        for ns in [
+            "default",
+            "kube-system",
+            "kube-public",
+            "ics-system",
+            "gateway-system",
+            "cnpg-system",
+            "ingress-nginx",
+            "monitoring",
+        ] {
+            assert!(s.reserved_namespace(ns).is_some(), "{ns}");
+        }
+        assert_eq!(s.reserved_namespace("scr-cheshire-merseyside"), None);
+    }
+
+    #[test]
+    fn connector_images_match_only_at_a_path_boundary() {
+        let images = ConnectorImages::default();
+        assert!(images.allows("ghcr.io/carerecord/ics-operator:0.1.0"));
+        assert!(!images.allows("ghcr.io/carerecord-evil/miner:1"));
+        assert!(!images.allows("evil.example/miner:1"));
+        assert!(!ConnectorImages { allowed_registries: vec![] }.allows("ghcr.io/carerecord/x:1"));
     }
 
     #[test]

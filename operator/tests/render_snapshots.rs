@@ -14,7 +14,7 @@ fn example(name: &str) -> CareRecordTenant {
 }
 
 fn rendered(tenant: &CareRecordTenant, mode: DatabaseMode, gateway_api: bool) -> String {
-    let facts = Facts { database_mode: mode, gateway_api, active_agreements: Vec::new() };
+    let facts = Facts { database_mode: mode, gateway_api, active_agreements: Vec::new(), hostname_held_by: None };
     let children = render(tenant, &PlatformSettings::default(), &facts).into_children().unwrap();
     let values: Vec<_> = children.iter().map(|c| c.to_value()).collect();
     ics_operator::yaml::multi_doc(&values).unwrap()
@@ -37,7 +37,9 @@ fn external_database_tenant() {
 
 #[test]
 fn ingress_fallback_tenant() {
-    insta::assert_snapshot!(rendered(&example("tenant-statefulset.yaml"), DatabaseMode::StatefulSet, false));
+    let mut tenant = example("tenant-statefulset.yaml");
+    tenant.spec.gateway.tls_secret_name = Some("cheshire-merseyside-tls".into());
+    insta::assert_snapshot!(rendered(&tenant, DatabaseMode::StatefulSet, false));
 }
 
 #[test]

@@ -38,15 +38,18 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Cargo's target directory: CARGO_TARGET_DIR when the developer sets it.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
 fn tool(name: &str) -> String {
     let out = Command::new("bash").arg(root().join("e2e/tools")).arg(name).output().expect("e2e/tools");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn operator_binary() -> PathBuf {
-    std::env::var_os("ICS_OPERATOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/release/ics-operator"))
+    std::env::var_os("ICS_OPERATOR_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("release/ics-operator"))
 }
 
 /// Manifests of one ICS: tenant, connectors and (optionally) provider sides of agreements.
@@ -126,7 +129,7 @@ fn chart_values(objects: &[Value]) -> Value {
 fn helm_install_each(all: &[Vec<Value>]) -> Result<()> {
     let helm = tool("helm");
     let chart = root().join("charts/ics-tenant");
-    let values = root().join("target/bench-values.json");
+    let values = target_dir().join("bench-values.json");
     for objects in all {
         std::fs::write(&values, serde_json::to_string(&chart_values(objects))?)?;
         let release = objects[0]["metadata"]["name"].as_str().context("named")?;
@@ -163,7 +166,7 @@ fn operator_kubeconfig() -> Result<PathBuf> {
             "system:authenticated",
         ])?;
     }
-    let path = root().join("target/bench-operator.kubeconfig");
+    let path = target_dir().join("bench-operator.kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&config)?)?;
     Ok(path)
 }
@@ -175,7 +178,7 @@ struct OperatorProcess {
 
 impl OperatorProcess {
     fn start(port: u16) -> Result<Self> {
-        let settings = root().join("target/bench-platform.yaml");
+        let settings = target_dir().join("bench-platform.yaml");
         // Probe limits sized for the fleet, as a platform team would set
         // them: the defaults (10 a second, every 300 s) suit up to about
         // 3,000 connectors, and a default-size run has 4,000.

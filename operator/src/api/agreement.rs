@@ -20,7 +20,6 @@ use super::condition::conditions_schema;
     kind = "SharingAgreement",
     plural = "sharingagreements",
     namespaced,
-    shortname = "sa",
     shortname = "dsa",
     category = "carerecord",
     status = "SharingAgreementStatus",

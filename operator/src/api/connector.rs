@@ -16,7 +16,6 @@ use super::condition::conditions_schema;
     kind = "ProviderConnector",
     plural = "providerconnectors",
     namespaced,
-    shortname = "pc",
     shortname = "conn",
     category = "carerecord",
     status = "ProviderConnectorStatus",

@@ -53,7 +53,7 @@ pub struct CareRecordTenantSpec {
     /// Namespace that holds the tenant's workloads and data. Defaults to
     /// "scr-<tenant name>". Cannot be changed after creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("size(self) <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("namespace must be a DNS label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"))]
+    #[x_kube(validation = Rule::new("size(self) <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("namespace must be a DNS label: at most 63 lower-case letters, digits or '-', starting and ending with a letter or digit"), validation = Rule::new("self != 'default' && !self.startsWith('kube-')").message("namespace may not be default or a kube-* namespace: they belong to Kubernetes"))]
     pub namespace: Option<String>,
 
     /// The FHIR R4 record store (HAPI FHIR JPA server by default).
@@ -168,6 +168,12 @@ pub enum DatabaseMode {
     StatefulSet,
     /// An existing database outside the tenant, named by a Secret.
     External,
+}
+
+impl std::fmt::Display for DatabaseMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl DatabaseMode {

@@ -152,6 +152,17 @@ pub async fn apply(
 ) -> Result<(Outcome, Option<DynamicObject>), kube::Error> {
     let api = api(client, child.kind, child.namespace());
     match (child.write, live) {
+        (WritePolicy::CreateOnce, Some(live)) if live.labels().contains_key(labels::RETAINED) => {
+            // Retained from an earlier tenant of this name: adopted again,
+            // its contents untouched.
+            let owner = child.object.annotations().get(labels::OWNER_UID).cloned();
+            let patch = json!({"metadata": {
+                "labels": {labels::RETAINED: null},
+                "annotations": {labels::RETAINED_FROM: null, labels::OWNER_UID: owner},
+            }});
+            let adopted = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            Ok((Outcome::Applied, Some(adopted)))
+        }
         (WritePolicy::CreateOnce, Some(live)) => Ok((Outcome::Unchanged, Some(live.clone()))),
         (WritePolicy::CreateOnce, None) => {
             let pp = PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() };
@@ -165,10 +176,13 @@ pub async fn apply(
         }
         (WritePolicy::Apply, live) => {
             let retained = live.is_some_and(|l| l.labels().contains_key(labels::RETAINED));
+            // Data written by an older operator still carries an
+            // ownerReference; applying again drops it (see labels::OWNER_UID).
+            let stale_owner = child.retain() && live.is_some_and(|l| !l.owner_references().is_empty());
             if let Some(live) = live {
                 let desired = applied_fields(&serde_json::to_value(&child.object).unwrap_or_default());
                 let current = serde_json::to_value(live).unwrap_or_default();
-                if is_subset(&desired, &current) && !retained {
+                if is_subset(&desired, &current) && !retained && !stale_owner {
                     return Ok((Outcome::Unchanged, Some(live.clone())));
                 }
             }
@@ -176,7 +190,10 @@ pub async fn apply(
             let mut applied = api.patch(child.name(), &pp, &Patch::Apply(&child.object)).await?;
             if retained {
                 // Adopted again after its tenant was deleted and recreated.
-                let patch = json!({"metadata": {"labels": {labels::RETAINED: null}}});
+                let patch = json!({"metadata": {
+                    "labels": {labels::RETAINED: null},
+                    "annotations": {labels::RETAINED_FROM: null},
+                }});
                 applied = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
             }
             Ok((Outcome::Applied, Some(applied)))
@@ -184,8 +201,12 @@ pub async fn apply(
     }
 }
 
+/// Whether `uid` owns `object`: by ownerReference (workloads, routes) or, for
+/// data, by the owner annotation that garbage collection does not follow.
 fn owned_by(object: &DynamicObject, uid: &str) -> bool {
-    object.owner_references().iter().any(|o| o.uid == uid)
+    !uid.is_empty()
+        && (object.owner_references().iter().any(|o| o.uid == uid)
+            || object.annotations().get(labels::OWNER_UID).is_some_and(|o| o == uid))
 }
 
 /// What happened to a child that left the desired set.
@@ -204,12 +225,17 @@ async fn delete(client: &Client, key: &Key) -> Result<(), kube::Error> {
     }
 }
 
-/// Drops this owner's reference and marks the object retained, so garbage
-/// collection leaves it alone.
+/// Drops this owner's claim and marks the object retained, recording whose
+/// it was, so that a tenant re-created under the same name finds it again.
 async fn orphan(client: &Client, key: &Key, object: &DynamicObject, uid: &str) -> Result<(), kube::Error> {
     let remaining: Vec<_> = object.owner_references().iter().filter(|o| o.uid != uid).cloned().collect();
     let owners = if remaining.is_empty() { Value::Null } else { json!(remaining) };
-    let patch = json!({"metadata": {"ownerReferences": owners, "labels": {labels::RETAINED: "true"}}});
+    let tenant = object.labels().get(labels::TENANT).cloned().unwrap_or_default();
+    let patch = json!({"metadata": {
+        "ownerReferences": owners,
+        "labels": {labels::RETAINED: "true"},
+        "annotations": {labels::OWNER_UID: null, labels::RETAINED_FROM: format!("{tenant}/{uid}")},
+    }});
     match api(client, key.kind, key.namespace.as_deref())
         .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

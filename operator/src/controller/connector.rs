@@ -104,6 +104,18 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
                     .unwrap_or_default()
             ),
         }),
+        (Ok(()), Some(_), Some(_))
+            if connector.spec.image.as_deref().is_some_and(|i| !ctx.settings.connector_images.allows(i)) =>
+        {
+            Some(NotConfigured {
+                reason: "ImageNotAllowed",
+                message: format!(
+                    "image {} is not from a registry the platform allows for connectors ({}); remove spec.image to run the profile's image",
+                    connector.spec.image.as_deref().unwrap_or_default(),
+                    ctx.settings.connector_images.allowed_registries.join(", ")
+                ),
+            })
+        }
         (Ok(()), Some(tenant), Some(_)) => {
             let max = tenant.spec.quota.as_ref().and_then(|q| q.max_connectors).unwrap_or(50);
             let all = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace)
@@ -298,6 +310,7 @@ async fn credentials(ctx: &Context, namespace: &str, connector: &ProviderConnect
 
 const WARNING_REASONS: &[&str] = &[
     "InvalidSpec",
+    "ImageNotAllowed",
     "NotInTenantNamespace",
     "UnknownSystem",
     "QuotaExceeded",

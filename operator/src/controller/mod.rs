@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod connector;
 pub mod diff;
 pub mod events;
+pub mod generated;
 pub mod metrics;
 pub mod prober;
 pub mod rbac;
@@ -37,6 +38,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Render(#[from] ChildError),
+    #[error(transparent)]
+    Generate(#[from] generated::GenerateError),
     #[error("finalizer: {0}")]
     Finalizer(String),
     #[error("leader election: {0}")]
@@ -51,6 +54,7 @@ impl Error {
             Self::Kube(kube::Error::Api(e)) if e.code == 409 => "Conflict",
             Self::Kube(_) => "ApiError",
             Self::Render(_) => "RenderFailed",
+            Self::Generate(_) => "GenerateFailed",
             Self::Finalizer(_) => "FinalizerFailed",
             Self::Leadership(_) => "LeaderElection",
         }

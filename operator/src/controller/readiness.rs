@@ -44,6 +44,21 @@ pub fn deployment(d: Option<&Value>) -> Verdict {
     }
 }
 
+/// The resources a ResourceQuota caps whose usage the quota controller has
+/// not counted yet. Until it has, the API server refuses to create any of
+/// them ("status unknown for quota"): a tenant is not Ready before that.
+pub fn uncounted_quota(q: Option<&Value>) -> Vec<String> {
+    let Some(q) = q else { return vec!["(the quota does not exist yet)".into()] };
+    let used = q.pointer("/status/used").and_then(Value::as_object);
+    let mut missing: Vec<String> = q
+        .pointer("/spec/hard")
+        .and_then(Value::as_object)
+        .map(|hard| hard.keys().filter(|k| used.is_none_or(|u| !u.contains_key(*k))).cloned().collect())
+        .unwrap_or_default();
+    missing.sort();
+    missing
+}
+
 /// A StatefulSet database is ready when all its replicas are ready.
 pub fn statefulset(s: Option<&Value>) -> Verdict {
     let Some(s) = s else { return Verdict::waiting("NotCreated", "the database StatefulSet does not exist yet") };
@@ -133,6 +148,21 @@ pub fn ingress(i: Option<&Value>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_is_counted_only_when_every_capped_resource_has_usage() {
+        let q = serde_json::json!({
+            "spec": {"hard": {"requests.cpu": "16", "count/providerconnectors.carerecord.dev": "50"}},
+            "status": {"used": {"requests.cpu": "0"}},
+        });
+        assert_eq!(uncounted_quota(Some(&q)), vec!["count/providerconnectors.carerecord.dev".to_string()]);
+        let counted = serde_json::json!({
+            "spec": {"hard": {"requests.cpu": "16"}},
+            "status": {"used": {"requests.cpu": "0"}},
+        });
+        assert!(uncounted_quota(Some(&counted)).is_empty());
+        assert_eq!(uncounted_quota(None).len(), 1);
+    }
     use serde_json::json;
 
     #[test]

@@ -15,12 +15,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use tracing::{debug, info, instrument};
 
 use super::apply::{self, Disposal, Key, Live, Outcome};
 use super::capabilities::Served;
+use super::generated;
 use super::metrics::{PhaseLabel, WriteLabels};
 use super::readiness::{self, Verdict};
 use super::status;
@@ -36,7 +35,8 @@ use crate::api::tenant::{
 use crate::render::child::{Child, ChildKind, WritePolicy};
 use crate::render::labels;
 use crate::render::tenant::{
-    ActiveAgreement, CNPG_CLUSTER, DatabaseConnection, Facts, RECORD_STORE, resolve_database_mode,
+    ActiveAgreement, CNPG_CLUSTER, DATABASE_STATEFULSET, DatabaseConnection, DatabaseModeError, Facts, QUOTA,
+    RECORD_STORE, claim, resolve_database_mode,
 };
 use crate::render::{tenant as render_tenant, validate};
 
@@ -44,6 +44,46 @@ use crate::render::{tenant as render_tenant, validate};
 const RESYNC_READY: Duration = Duration::from_secs(15 * 60);
 /// Requeue while onboarding, in case a child's controller is silent.
 const RESYNC_WAITING: Duration = Duration::from_secs(60);
+
+/// How soon to look again at a quota the quota controller has not counted.
+const QUOTA_RECHECK: Duration = Duration::from_secs(5);
+/// How long a quota may stay uncounted before it is created afresh.
+const QUOTA_PATIENCE: Duration = Duration::from_secs(30);
+
+/// kube-controller-manager counts a new ResourceQuota once; when it was
+/// created before the quota controller had discovered a resource it caps
+/// (the connectors' CRD, installed moments before), the count stays
+/// missing until the controller's full resync (5 minutes by default) and
+/// every connector is refused meanwhile. A quota created afresh is counted
+/// at once: so an uncounted quota older than `QUOTA_PATIENCE` is deleted,
+/// to be applied again by the next reconcile. Returns the age of an
+/// uncounted quota, if there is one.
+async fn nudge_uncounted_quota(ctx: &Context, live: &Live) -> Result<Option<Duration>> {
+    let Some(quota) = live.value(ChildKind::ResourceQuota, QUOTA) else { return Ok(None) };
+    if readiness::uncounted_quota(Some(&quota)).is_empty() {
+        return Ok(None);
+    }
+    let created = quota
+        .pointer("/metadata/creationTimestamp")
+        .and_then(|t| t.as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let age = created
+        .map(|c| jiff::Timestamp::now().duration_since(c))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    if age > QUOTA_PATIENCE
+        && let Some(namespace) = quota.pointer("/metadata/namespace").and_then(|n| n.as_str())
+    {
+        info!(namespace, "quota not counted after {}s: creating it afresh", age.as_secs());
+        let api = Api::<ResourceQuota>::namespaced(ctx.client.clone(), namespace);
+        match api.delete(QUOTA, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(age))
+}
 
 /// What wakes the tenant controller.
 pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant> {
@@ -143,6 +183,27 @@ struct Conclusion {
     active_agreements: Option<i32>,
 }
 
+/// The status of a tenant that may not take its namespace: nothing was
+/// written, and the condition names the owner.
+fn namespace_conflict(conflict: &claim::NamespaceConflict) -> Conclusion {
+    let message = conflict.to_string();
+    Conclusion {
+        conditions: vec![
+            Observed::new("NamespaceReady", ConditionStatus::False, "NamespaceConflict", message.clone()),
+            Observed::new("Ready", ConditionStatus::False, "NamespaceConflict", message),
+        ],
+        database: None,
+        connectors: None,
+        active_agreements: None,
+    }
+}
+
+/// The tenant holding this tenant's hostname instead of it.
+async fn hostname_holder(ctx: &Context, tenant: &CareRecordTenant) -> Result<Option<String>> {
+    let all = Api::<CareRecordTenant>::all(ctx.client.clone()).list(&Default::default()).await?;
+    Ok(claim::hostname_holder(tenant, &all.items))
+}
+
 fn invalid(reason: &str, message: String) -> Conclusion {
     Conclusion {
         conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)],
@@ -160,46 +221,75 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         return Ok(Action::await_change());
     }
     let served = ctx.capabilities.get().await?;
+    let name = tenant.name_any();
+    let namespace = tenant.target_namespace();
+
+    // Before anything is written: is the namespace this tenant's to take?
+    let existing = Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(&namespace).await?;
+    let existing = existing.map(|n| n.metadata);
+    if let Err(conflict) = claim::namespace(&tenant, existing.as_ref(), &ctx.settings) {
+        finish(&tenant, ctx, namespace_conflict(&conflict)).await?;
+        // The other tenant may go, or a platform engineer relabel the
+        // namespace; neither wakes this tenant, so look again later.
+        return Ok(Action::requeue(RESYNC_WAITING));
+    }
+
     let recorded = tenant.status.as_ref().and_then(|s| s.database.as_ref()).map(|d| d.mode);
-    let mode = match resolve_database_mode(tenant.spec.database.mode, recorded, served.cloud_native_pg) {
+    let retained = claim::recorded_database_mode(existing.as_ref());
+    let mode = match resolve_database_mode(tenant.spec.database.mode, recorded, retained, served.cloud_native_pg) {
         Ok(mode) => mode,
         Err(problem) => {
-            let mut c = invalid("CloudNativePGNotInstalled", problem.to_string());
-            c.conditions.push(Observed::new(
-                "DatabaseReady",
-                ConditionStatus::False,
-                "CloudNativePGNotInstalled",
-                problem.to_string(),
-            ));
+            let reason = match problem {
+                DatabaseModeError::CloudNativePgNotInstalled => "CloudNativePGNotInstalled",
+                DatabaseModeError::RetainedDataInOtherMode { .. } => "RetainedDataConflict",
+            };
+            let mut c = invalid(reason, problem.to_string());
+            c.conditions.push(Observed::new("DatabaseReady", ConditionStatus::False, reason, problem.to_string()));
             finish(&tenant, ctx, c).await?;
             // Discovery is refreshed every minute; check again then.
             return Ok(Action::requeue(RESYNC_WAITING));
         }
     };
-    let name = tenant.name_any();
-    let namespace = tenant.target_namespace();
     // Everything this reconcile reads, read at once.
     let selector = labels::tenant_selector(&name);
-    let ((active_agreements, active_count), mut live, connectors) = futures::try_join!(
+    let ((active_agreements, active_count), mut live, connectors, hostname_held_by) = futures::try_join!(
         active_agreements(ctx, &namespace),
         async { Ok(apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?) },
         count_connectors(ctx, &namespace),
+        hostname_holder(ctx, &tenant),
     )?;
-    let facts = Facts { database_mode: mode, gateway_api: served.gateway_api, active_agreements };
+    let facts = Facts { database_mode: mode, gateway_api: served.gateway_api, active_agreements, hostname_held_by };
     let connection = render_tenant::DatabaseConnection::for_tenant(&tenant, &ctx.settings, &facts);
     let mut children = render_tenant::render(&tenant, &ctx.settings, &facts).into_children()?;
 
     // An External database's Secret is the user's to create; until it
     // exists the record store is held back rather than left crash-looping.
-    let secret_missing = mode == DatabaseMode::External && !secret_exists(ctx, &namespace, &connection).await?;
+    let held = if mode == DatabaseMode::External && !secret_exists(ctx, &namespace, &connection).await? {
+        HeldBack::ExternalSecretMissing
+    } else {
+        HeldBack::Nothing
+    };
+    // Generated secrets are created with their database. Once the database
+    // exists, a missing one is never generated again: a new password would
+    // not be the one Postgres knows, and the old one would be lost.
+    let database_exists = live.value(ChildKind::StatefulSet, DATABASE_STATEFULSET).is_some();
+    let missing: Vec<String> = children
+        .iter()
+        .filter(|c| c.write == WritePolicy::CreateOnce && live.get(&Key::of(c)).is_none())
+        .map(|c| c.name().to_string())
+        .collect();
+    let held = if database_exists && !missing.is_empty() { HeldBack::CredentialsMissing(missing) } else { held };
+    if let HeldBack::CredentialsMissing(lost) = &held {
+        children.retain(|c| !lost.iter().any(|name| c.write == WritePolicy::CreateOnce && c.name() == name));
+    }
     for child in children.iter_mut() {
         if child.write == WritePolicy::CreateOnce && live.get(&Key::of(child)).is_none() {
-            add_generated_password(child);
+            generated::fill(child)?;
         }
     }
     let desired: BTreeSet<Key> = children.iter().map(Key::of).collect();
     let mut writes = 0usize;
-    for child in children.iter().filter(|c| !(secret_missing && needs_database(c))) {
+    for child in children.iter().filter(|c| !(held.holds_back() && needs_database(c))) {
         let key = Key::of(child);
         let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
         if outcome != Outcome::Unchanged {
@@ -219,11 +309,16 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         info!(writes, "applied children");
     }
 
-    let mut conclusion = conclude(&tenant, ctx, &live, mode, served, secret_missing, &connection);
+    let quota_age = nudge_uncounted_quota(ctx, &live).await?;
+    let mut conclusion = conclude(&tenant, ctx, &live, &facts, served, &held, &connection);
     conclusion.connectors = Some(connectors);
     conclusion.active_agreements = Some(active_count);
     let ready = conclusion.conditions.iter().all(Observed::is_true);
     finish(&tenant, ctx, conclusion).await?;
+    if quota_age.is_some() {
+        // The quota controller does not say when it has counted: look again soon.
+        return Ok(Action::requeue(QUOTA_RECHECK));
+    }
     Ok(Action::requeue(if ready || tenant.spec.suspend { RESYNC_READY } else { RESYNC_WAITING }))
 }
 
@@ -275,6 +370,22 @@ fn served_kinds(served: Served) -> Vec<ChildKind> {
         .collect()
 }
 
+/// Why the workloads that need the database are held back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HeldBack {
+    Nothing,
+    /// An External database's Secret does not exist yet.
+    ExternalSecretMissing,
+    /// Generated Secrets of an existing database are gone.
+    CredentialsMissing(Vec<String>),
+}
+
+impl HeldBack {
+    fn holds_back(&self) -> bool {
+        *self != Self::Nothing
+    }
+}
+
 /// Children that cannot work without the database credentials.
 fn needs_database(child: &Child) -> bool {
     matches!(child.kind, ChildKind::Deployment | ChildKind::HttpRoute | ChildKind::Ingress)
@@ -285,15 +396,6 @@ async fn secret_exists(ctx: &Context, namespace: &str, connection: &DatabaseConn
     Ok(api.get_metadata_opt(&connection.secret_name).await?.is_some())
 }
 
-/// The generated password exists only in the request that creates the
-/// Secret: never in a log, an Event or a status.
-fn add_generated_password(child: &mut Child) {
-    let password: String = rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
-    if let Some(data) = child.object.data.get_mut("stringData").and_then(|d| d.as_object_mut()) {
-        data.insert("password".into(), password.into());
-    }
-}
-
 fn verdict(type_: &'static str, v: Verdict) -> Observed {
     Observed::new(type_, ConditionStatus::from_bool(v.ready), v.reason, v.message)
 }
@@ -302,43 +404,68 @@ fn conclude(
     tenant: &CareRecordTenant,
     ctx: &Context,
     live: &Live,
-    mode: DatabaseMode,
+    facts: &Facts,
     served: Served,
-    secret_missing: bool,
+    held: &HeldBack,
     connection: &DatabaseConnection,
 ) -> Conclusion {
+    let secret_missing = held.holds_back();
+    let mode = facts.database_mode;
     let namespace = tenant.target_namespace();
     let ns_active = live
         .value(ChildKind::Namespace, &namespace)
         .is_some_and(|n| n.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Active"));
-    let ns = Observed::new(
-        "NamespaceReady",
-        ConditionStatus::from_bool(ns_active),
-        if ns_active { "Active" } else { "Pending" },
-        format!("namespace {namespace}"),
-    );
-    let database = match mode {
-        DatabaseMode::StatefulSet => readiness::statefulset(live.value(ChildKind::StatefulSet, "records-db").as_ref()),
-        DatabaseMode::CloudNativePG => {
-            readiness::cnpg_cluster(live.value(ChildKind::PostgresCluster, CNPG_CLUSTER).as_ref())
-        }
-        DatabaseMode::External if secret_missing => Verdict {
-            ready: false,
-            reason: "ExternalSecretMissing",
-            message: format!(
-                "Secret {}/{} named by database.external.secretName does not exist; create it with keys {}, {} and {}",
-                namespace,
-                connection.secret_name,
-                connection.jdbc_url_key,
-                connection.username_key,
-                connection.password_key
+    let uncounted = readiness::uncounted_quota(live.value(ChildKind::ResourceQuota, QUOTA).as_ref());
+    let ns = if !ns_active {
+        Observed::new("NamespaceReady", ConditionStatus::False, "Pending", format!("namespace {namespace}"))
+    } else if !uncounted.is_empty() {
+        Observed::new(
+            "NamespaceReady",
+            ConditionStatus::False,
+            "QuotaNotCounted",
+            format!(
+                "namespace {namespace}: the quota controller has not yet counted {}; until it has, the API server refuses them",
+                uncounted.join(", ")
             ),
-        },
-        DatabaseMode::External => Verdict {
-            ready: true,
-            reason: "ExternalSecretFound",
-            message: format!("using the external database described by Secret {}", connection.secret_name),
-        },
+        )
+    } else {
+        Observed::new("NamespaceReady", ConditionStatus::True, "Active", format!("namespace {namespace}"))
+    };
+    let database = if let HeldBack::CredentialsMissing(lost) = held {
+        Verdict {
+            ready: false,
+            reason: "CredentialsMissing",
+            message: format!(
+                "the database exists but Secret(s) {} in {namespace} are gone; the operator never generates them again (Postgres would not know a new password, and the old one would be lost). Restore them from backup, or delete the database to start afresh",
+                lost.join(", ")
+            ),
+        }
+    } else {
+        match mode {
+            DatabaseMode::StatefulSet => {
+                readiness::statefulset(live.value(ChildKind::StatefulSet, DATABASE_STATEFULSET).as_ref())
+            }
+            DatabaseMode::CloudNativePG => {
+                readiness::cnpg_cluster(live.value(ChildKind::PostgresCluster, CNPG_CLUSTER).as_ref())
+            }
+            DatabaseMode::External if secret_missing => Verdict {
+                ready: false,
+                reason: "ExternalSecretMissing",
+                message: format!(
+                    "Secret {}/{} named by database.external.secretName does not exist; create it with keys {}, {} and {}",
+                    namespace,
+                    connection.secret_name,
+                    connection.jdbc_url_key,
+                    connection.username_key,
+                    connection.password_key
+                ),
+            },
+            DatabaseMode::External => Verdict {
+                ready: true,
+                reason: "ExternalSecretFound",
+                message: format!("using the external database described by Secret {}", connection.secret_name),
+            },
+        }
     };
     let suspended = |type_| Observed::new(type_, ConditionStatus::True, "Suspended", "spec.suspend is true");
     let record_store = if tenant.spec.suspend {
@@ -355,12 +482,29 @@ fn conclude(
     };
     let gateway = if tenant.spec.suspend {
         suspended("GatewayReady")
+    } else if let Some(holder) = &facts.hostname_held_by {
+        Observed::new(
+            "GatewayReady",
+            ConditionStatus::False,
+            "HostnameConflict",
+            format!(
+                "gateway.hostname {} is held by tenant {holder}, created first; no route was made. Choose another hostname",
+                tenant.spec.gateway.hostname
+            ),
+        )
     } else if secret_missing {
         Observed::new(
             "GatewayReady",
             ConditionStatus::False,
             "WaitingForDatabase",
             "held back until the database Secret exists",
+        )
+    } else if render_tenant::needs_tls(tenant, served.gateway_api, ctx.settings.ingress.enabled) {
+        Observed::new(
+            "GatewayReady",
+            ConditionStatus::False,
+            "TLSRequired",
+            "the Gateway API is not served and the Ingress fallback needs gateway.tlsSecretName: records are never served over plain HTTP",
         )
     } else if served.gateway_api {
         verdict("GatewayReady", readiness::http_route(live.value(ChildKind::HttpRoute, RECORD_STORE).as_ref()))
@@ -402,7 +546,9 @@ async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion
     let now = Time(jiff::Timestamp::now());
     let ready = conclusion.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true());
     let invalid = conclusion.conditions.len() == 1
-        || conclusion.conditions.iter().any(|c| c.reason == "CloudNativePGNotInstalled");
+        || conclusion.conditions.iter().any(|c| {
+            matches!(c.reason.as_str(), "CloudNativePGNotInstalled" | "RetainedDataConflict" | "NamespaceConflict")
+        });
     let phase = if tenant.spec.suspend {
         TenantPhase::Suspended
     } else if ready {
@@ -445,8 +591,18 @@ fn same_status(a: &CareRecordTenantStatus, b: &CareRecordTenantStatus) -> bool {
 }
 
 /// Reasons that deserve a Warning Event when a condition turns to them.
-const WARNING_REASONS: &[&str] =
-    &["InvalidSpec", "ExternalSecretMissing", "CloudNativePGNotInstalled", "NotAccepted", "NoRouteAvailable"];
+const WARNING_REASONS: &[&str] = &[
+    "InvalidSpec",
+    "ExternalSecretMissing",
+    "CloudNativePGNotInstalled",
+    "NotAccepted",
+    "NoRouteAvailable",
+    "NamespaceConflict",
+    "HostnameConflict",
+    "RetainedDataConflict",
+    "CredentialsMissing",
+    "TLSRequired",
+];
 
 async fn publish_transitions(
     tenant: &CareRecordTenant,

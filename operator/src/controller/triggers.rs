@@ -233,10 +233,20 @@ where
     K::Scope: 'static,
 {
     let (kind, group) = (K::kind(&()), K::group(&()));
-    let owner = child
+    let by_reference = child
         .owner_references()
         .iter()
-        .find(|o| o.kind == kind && o.api_version.split('/').next() == Some(group.as_ref()))?;
+        .find(|o| o.kind == kind && o.api_version.split('/').next() == Some(group.as_ref()));
+    let Some(owner) = by_reference else {
+        // Data children carry no ownerReference (see labels::OWNER_UID):
+        // their tenant is the one their tenant label names.
+        let is_tenant =
+            kind == crate::api::CareRecordTenant::kind(&()) && group == crate::api::CareRecordTenant::group(&());
+        let annotated =
+            child.meta().annotations.as_ref().is_some_and(|a| a.contains_key(crate::render::labels::OWNER_UID));
+        let tenant = child.meta().labels.as_ref().and_then(|l| l.get(crate::render::labels::TENANT))?;
+        return (is_tenant && annotated).then(|| ObjectRef::<K>::new(tenant));
+    };
     let reference = ObjectRef::<K>::new(&owner.name);
     // Owner references carry no namespace: a namespaced owner shares its
     // child's namespace; a cluster-scoped owner (a tenant) has none.
@@ -282,6 +292,15 @@ mod tests {
     fn a_namespaced_owner_is_found_in_its_childs_namespace() {
         let child = owned_by("ProviderConnector", "carerecord.dev/v1alpha1", "gp");
         assert_eq!(owner_of::<ProviderConnector>(&child), Some(ObjectRef::new("gp").within("ics-a")));
+    }
+
+    #[test]
+    fn data_without_an_owner_reference_is_mapped_to_its_tenant_by_label() {
+        let mut child = ConfigMap::default();
+        child.metadata.labels = Some([(crate::render::labels::TENANT.to_string(), "ics-a".to_string())].into());
+        child.metadata.annotations = Some([(crate::render::labels::OWNER_UID.to_string(), "u".to_string())].into());
+        assert_eq!(owner_of::<CareRecordTenant>(&child), Some(ObjectRef::new("ics-a")));
+        assert_eq!(owner_of::<ProviderConnector>(&child), None);
     }
 
     #[test]

@@ -135,6 +135,16 @@ impl Child {
             serde_json::from_value(value).map_err(|source| ChildError { kind, name: String::new(), source })?;
         if retain {
             object.metadata.labels.get_or_insert_with(Default::default).insert(labels::RETAIN.into(), "true".into());
+            // Ownership of data is recorded where garbage collection cannot
+            // see it: an ownerReference would let a cascade delete patient
+            // data behind the finalizer's back.
+            for owner in object.metadata.owner_references.take().unwrap_or_default() {
+                object
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(labels::OWNER_UID.into(), owner.uid);
+            }
         }
         Ok(Self { kind, object, write: WritePolicy::Apply })
     }

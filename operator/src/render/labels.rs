@@ -18,6 +18,18 @@ pub const AGREEMENT: &str = "carerecord.dev/agreement";
 pub const RETAIN: &str = "carerecord.dev/retain";
 /// Set on children kept after their tenant was deleted.
 pub const RETAINED: &str = "carerecord.dev/retained";
+/// Annotation recording which tenant (by UID) owns a child that holds or
+/// protects patient data. Such children carry no ownerReference, so no
+/// garbage collection (a foreground or background cascade, an Argo CD prune,
+/// a finalizer removed by hand) can ever delete them: only the operator,
+/// acting on `deletionPolicy: Delete`, does.
+pub const OWNER_UID: &str = "carerecord.dev/owner-uid";
+/// Annotation on retained data recording the tenant and UID it belonged to.
+pub const RETAINED_FROM: &str = "carerecord.dev/retained-from";
+/// Annotation on the namespace and database objects recording the database
+/// mode their data was written in, so a tenant re-created over retained data
+/// re-attaches to it instead of starting an empty database.
+pub const DATABASE_MODE: &str = "carerecord.dev/database-mode";
 /// Pod label that network policies select on.
 pub const POD_COMPONENT: &str = "carerecord.dev/component";
 

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretKeySelector, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Secret,
+    SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -20,16 +21,36 @@ use crate::render::pod::{restricted_container, restricted_pod};
 /// Pod component label and object name stem of the database.
 pub const DATABASE: &str = "database";
 /// Name of the StatefulSet database, its Service and PVC stem.
-const STATEFULSET_DB: &str = "records-db";
+pub const STATEFULSET_DB: &str = "records-db";
 /// Name of the CloudNativePG Cluster; CloudNativePG publishes `<name>-app`.
 pub const CNPG_CLUSTER: &str = "records-db";
-/// Generated credentials of the StatefulSet database.
+/// Generated credentials of the record store's application user of the
+/// StatefulSet database (not a superuser).
 pub const CREDENTIALS_SECRET: &str = "records-db-credentials";
+/// Generated credentials of the StatefulSet database's superuser, used only
+/// by Postgres itself: no workload of the tenant reads them.
+pub const SUPERUSER_SECRET: &str = "records-db-superuser";
+/// The StatefulSet database's TLS: a per-tenant CA (its key discarded once
+/// the server certificate is signed) and the server's certificate and key,
+/// generated once by the operator and never regenerated.
+pub const TLS_SECRET: &str = "records-db-tls";
+/// Postgres configuration (client authentication) and the script that
+/// creates the application user on first start.
+pub const INIT_CONFIG: &str = "records-db-config";
+/// Where the record store finds the CA that signs its database's server
+/// certificate; its JDBC URL verifies the server against it.
+pub const DB_CA_DIR: &str = "/etc/carerecord/db-ca";
 pub const POSTGRES_PORT: i32 = 5432;
 const DB_NAME: &str = "fhir";
+/// The record store's application user: owns the `fhir` database's schema,
+/// and nothing else.
 const DB_USER: &str = "fhir";
-/// UID of the `postgres` user in the official image.
-const POSTGRES_UID: i64 = 999;
+const DB_SUPERUSER: &str = "postgres";
+/// Postgres runs as an unprivileged high UID (the official image supports
+/// an arbitrary user); not the image's 999, which may be a host user.
+const POSTGRES_UID: i64 = 10999;
+const TLS_DIR: &str = "/etc/postgresql/tls";
+const CONFIG_DIR: &str = "/etc/postgresql/config";
 const DEFAULT_STORAGE: &str = "10Gi";
 const DEFAULT_INSTANCES: i32 = 3;
 
@@ -40,6 +61,39 @@ pub struct DatabaseConnection {
     pub jdbc_url_key: String,
     pub username_key: String,
     pub password_key: String,
+    /// A JDBC URL the operator builds, used in place of the Secret's: for
+    /// CloudNativePG, whose published `jdbc-uri` does not verify the server.
+    pub jdbc_url: Option<String>,
+    /// The Secret and key holding the CA of the database's server
+    /// certificate, mounted at `DB_CA_DIR/ca.crt`.
+    pub server_ca: Option<(String, String)>,
+}
+
+/// The JDBC parameters that make the driver require TLS and verify the
+/// server's certificate and hostname against the tenant's database CA.
+fn verify_full() -> String {
+    format!("sslmode=verify-full&sslrootcert={DB_CA_DIR}/ca.crt")
+}
+
+/// DNS names the StatefulSet database's server certificate is valid for.
+pub fn server_dns_names(namespace: &str) -> Vec<String> {
+    vec![
+        STATEFULSET_DB.to_string(),
+        format!("{STATEFULSET_DB}.{namespace}"),
+        format!("{STATEFULSET_DB}.{namespace}.svc"),
+        format!("{STATEFULSET_DB}.{namespace}.svc.cluster.local"),
+        format!("{STATEFULSET_DB}-0.{STATEFULSET_DB}.{namespace}.svc"),
+    ]
+}
+
+/// Metadata of an object holding the database's data or keys: it records
+/// the mode, so retained data says what it is.
+fn data_meta(ctx: &Ctx, name: &str) -> ObjectMeta {
+    let mut meta = ctx.meta(name, DATABASE);
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(labels::DATABASE_MODE.into(), ctx.facts.database_mode.as_str().into());
+    meta
 }
 
 pub(super) fn connection(ctx: &Ctx) -> DatabaseConnection {
@@ -48,10 +102,24 @@ pub(super) fn connection(ctx: &Ctx) -> DatabaseConnection {
         jdbc_url_key: "jdbc-uri".into(),
         username_key: "username".into(),
         password_key: "password".into(),
+        jdbc_url: None,
+        server_ca: None,
     };
     match ctx.facts.database_mode {
-        DatabaseMode::StatefulSet => standard(CREDENTIALS_SECRET),
-        DatabaseMode::CloudNativePG => standard(&format!("{CNPG_CLUSTER}-app")),
+        DatabaseMode::StatefulSet => {
+            DatabaseConnection { server_ca: Some((TLS_SECRET.into(), "ca.crt".into())), ..standard(CREDENTIALS_SECRET) }
+        }
+        // CloudNativePG publishes its CA as `<cluster>-ca` and serves a
+        // certificate for `<cluster>-rw.<namespace>.svc`.
+        DatabaseMode::CloudNativePG => DatabaseConnection {
+            jdbc_url: Some(format!(
+                "jdbc:postgresql://{CNPG_CLUSTER}-rw.{}.svc:{POSTGRES_PORT}/app?{}",
+                ctx.namespace,
+                verify_full()
+            )),
+            server_ca: Some((format!("{CNPG_CLUSTER}-ca"), "ca.crt".into())),
+            ..standard(&format!("{CNPG_CLUSTER}-app"))
+        },
         DatabaseMode::External => {
             let ext = ctx.tenant.spec.database.external.clone();
             let ext = ext.as_ref();
@@ -61,6 +129,8 @@ pub(super) fn connection(ctx: &Ctx) -> DatabaseConnection {
                 jdbc_url_key: key(ext.and_then(|e| e.jdbc_url_key.as_ref()), "jdbc-uri"),
                 username_key: key(ext.and_then(|e| e.username_key.as_ref()), "username"),
                 password_key: key(ext.and_then(|e| e.password_key.as_ref()), "password"),
+                jdbc_url: None,
+                server_ca: None,
             }
         }
     }
@@ -71,6 +141,9 @@ pub(super) fn children(ctx: &Ctx) -> DatabaseChildren {
         DatabaseMode::CloudNativePG => DatabaseChildren::CloudNativePG { cluster: cnpg_cluster(ctx) },
         DatabaseMode::StatefulSet => DatabaseChildren::StatefulSet(Box::new(StatefulSetDatabase {
             credentials: credentials_secret(ctx),
+            superuser: superuser_secret(ctx),
+            tls: tls_secret(ctx),
+            config: config(ctx),
             service: service(ctx),
             statefulset: statefulset(ctx),
         })),
@@ -92,7 +165,7 @@ fn cnpg_cluster(ctx: &Ctx) -> serde_json::Value {
     json!({
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",
-        "metadata": ctx.meta(CNPG_CLUSTER, DATABASE),
+        "metadata": data_meta(ctx, CNPG_CLUSTER),
         "spec": {
             "instances": db.instances.unwrap_or(DEFAULT_INSTANCES),
             "imageName": ctx.settings.images.cloud_native_pg,
@@ -113,16 +186,70 @@ fn cnpg_cluster(ctx: &Ctx) -> serde_json::Value {
 fn credentials_secret(ctx: &Ctx) -> Secret {
     let host = format!("{STATEFULSET_DB}.{}.svc", ctx.namespace);
     Secret {
-        metadata: ctx.meta(CREDENTIALS_SECRET, DATABASE),
+        metadata: data_meta(ctx, CREDENTIALS_SECRET),
         type_: Some("Opaque".into()),
         string_data: Some(BTreeMap::from([
             ("username".to_string(), DB_USER.to_string()),
             ("dbname".to_string(), DB_NAME.to_string()),
             ("host".to_string(), host.clone()),
             ("port".to_string(), POSTGRES_PORT.to_string()),
-            ("jdbc-uri".to_string(), format!("jdbc:postgresql://{host}:{POSTGRES_PORT}/{DB_NAME}")),
+            ("jdbc-uri".to_string(), format!("jdbc:postgresql://{host}:{POSTGRES_PORT}/{DB_NAME}?{}", verify_full())),
         ])),
         ..Secret::default()
+    }
+}
+
+/// The superuser's credentials; the password is added on creation, as for
+/// the application user's.
+fn superuser_secret(ctx: &Ctx) -> Secret {
+    Secret {
+        metadata: data_meta(ctx, SUPERUSER_SECRET),
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([("username".to_string(), DB_SUPERUSER.to_string())])),
+        ..Secret::default()
+    }
+}
+
+/// The TLS Secret's shape; the controller adds the CA, certificate and key
+/// (for `server_dns_names`) when it first creates it.
+fn tls_secret(ctx: &Ctx) -> Secret {
+    Secret { metadata: data_meta(ctx, TLS_SECRET), type_: Some("kubernetes.io/tls".into()), ..Secret::default() }
+}
+
+/// Client authentication: TLS and a password for every network client;
+/// the Unix socket (inside the pod only) for the image's own start-up.
+const PG_HBA: &str = "\
+# Managed by ics-operator.
+local   all  all                trust
+hostssl all  all  0.0.0.0/0     scram-sha-256
+hostssl all  all  ::/0          scram-sha-256
+host    all  all  0.0.0.0/0     reject
+host    all  all  ::/0          reject
+";
+
+/// Creates the record store's application user on the database's first
+/// start (the image runs /docker-entrypoint-initdb.d once, on an empty
+/// volume): it owns the `fhir` database and its schema, and is no superuser.
+const CREATE_APP_USER: &str = r#"#!/bin/sh
+# Managed by ics-operator.
+set -eu
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
+  --set=app_user="$APP_USER" --set=app_password="$APP_PASSWORD" --set=db="$POSTGRES_DB" <<'SQL'
+CREATE ROLE :"app_user" LOGIN PASSWORD :'app_password' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION;
+ALTER DATABASE :"db" OWNER TO :"app_user";
+ALTER SCHEMA public OWNER TO :"app_user";
+REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+SQL
+"#;
+
+fn config(ctx: &Ctx) -> ConfigMap {
+    ConfigMap {
+        metadata: ctx.meta(INIT_CONFIG, DATABASE),
+        data: Some(BTreeMap::from([
+            ("pg_hba.conf".to_string(), PG_HBA.to_string()),
+            ("create-app-user.sh".to_string(), CREATE_APP_USER.to_string()),
+        ])),
+        ..ConfigMap::default()
     }
 }
 
@@ -144,15 +271,11 @@ fn service(ctx: &Ctx) -> Service {
     }
 }
 
-fn secret_env(name: &str, key: &str) -> EnvVar {
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: CREDENTIALS_SECRET.into(),
-                key: key.into(),
-                optional: None,
-            }),
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: None }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -172,7 +295,13 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
     let q = |s: &str| Quantity(s.into());
     let ready = Probe {
         exec: Some(ExecAction {
-            command: Some(vec!["pg_isready".into(), "-h".into(), "127.0.0.1".into(), "-U".into(), DB_USER.into()]),
+            command: Some(vec![
+                "pg_isready".into(),
+                "-h".into(),
+                "/var/run/postgresql".into(),
+                "-U".into(),
+                DB_SUPERUSER.into(),
+            ]),
         }),
         period_seconds: Some(10),
         ..Probe::default()
@@ -186,10 +315,30 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
+        args: Some(
+            [
+                "-c",
+                "ssl=on",
+                "-c",
+                &format!("ssl_cert_file={TLS_DIR}/tls.crt"),
+                "-c",
+                &format!("ssl_key_file={TLS_DIR}/tls.key"),
+                "-c",
+                "ssl_min_protocol_version=TLSv1.2",
+                "-c",
+                &format!("hba_file={CONFIG_DIR}/pg_hba.conf"),
+                "-c",
+                "password_encryption=scram-sha-256",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
         env: Some(vec![
-            secret_env("POSTGRES_USER", "username"),
-            secret_env("POSTGRES_PASSWORD", "password"),
-            secret_env("POSTGRES_DB", "dbname"),
+            secret_env("POSTGRES_USER", SUPERUSER_SECRET, "username"),
+            secret_env("POSTGRES_PASSWORD", SUPERUSER_SECRET, "password"),
+            secret_env("POSTGRES_DB", CREDENTIALS_SECRET, "dbname"),
+            secret_env("APP_USER", CREDENTIALS_SECRET, "username"),
+            secret_env("APP_PASSWORD", CREDENTIALS_SECRET, "password"),
             EnvVar {
                 name: "PGDATA".into(),
                 value: Some("/var/lib/postgresql/data/pgdata".into()),
@@ -208,6 +357,13 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
             mount("data", "/var/lib/postgresql/data"),
             mount("run", "/var/run/postgresql"),
             mount("tmp", "/tmp"),
+            VolumeMount { read_only: Some(true), ..mount("tls", TLS_DIR) },
+            VolumeMount { read_only: Some(true), ..mount("config", CONFIG_DIR) },
+            VolumeMount {
+                read_only: Some(true),
+                sub_path: Some("create-app-user.sh".into()),
+                ..mount("config", "/docker-entrypoint-initdb.d/10-create-app-user.sh")
+            },
         ]),
         ..Container::default()
     };
@@ -229,7 +385,7 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
         ..PersistentVolumeClaim::default()
     };
     StatefulSet {
-        metadata: ctx.meta(STATEFULSET_DB, DATABASE),
+        metadata: data_meta(ctx, STATEFULSET_DB),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(STATEFULSET_DB.into()),
@@ -245,7 +401,30 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod(POSTGRES_UID)),
                     containers: vec![container],
-                    volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
+                    volumes: Some(vec![
+                        empty_dir("run"),
+                        empty_dir("tmp"),
+                        // Postgres accepts a key owned by root only when no
+                        // one but root and its group can read it (0640).
+                        Volume {
+                            name: "tls".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(TLS_SECRET.into()),
+                                default_mode: Some(0o640),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: INIT_CONFIG.into(),
+                                default_mode: Some(0o444),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     ..PodSpec::default()
                 }),
             },

@@ -1,6 +1,7 @@
 //! Children of a `CareRecordTenant`.
 
 mod access;
+pub mod claim;
 mod database;
 mod namespace;
 mod network;
@@ -20,9 +21,14 @@ use crate::render::child::{Child, ChildError, ChildKind};
 use crate::render::labels;
 use crate::settings::PlatformSettings;
 
-pub use database::{CNPG_CLUSTER, CREDENTIALS_SECRET, DATABASE, DatabaseConnection};
+pub use database::{
+    CNPG_CLUSTER, CREDENTIALS_SECRET, DATABASE, DatabaseConnection, STATEFULSET_DB as DATABASE_STATEFULSET,
+    SUPERUSER_SECRET, TLS_SECRET, server_dns_names,
+};
+pub use namespace::QUOTA;
 pub use network::CONNECTOR as CONNECTOR_COMPONENT;
 pub use record_store::{RECORD_STORE, RECORD_STORE_PORT};
+pub use route::needs_tls;
 
 /// What the controller observed about the cluster, which decides the shape of
 /// the children. Offline `render` takes these from flags.
@@ -34,6 +40,9 @@ pub struct Facts {
     pub gateway_api: bool,
     /// Agreements under which this tenant currently shares its records.
     pub active_agreements: Vec<ActiveAgreement>,
+    /// The tenant holding this tenant's hostname instead of it (see
+    /// `claim::hostname_holder`): then no route is rendered.
+    pub hostname_held_by: Option<String>,
 }
 
 /// An Active agreement in which this tenant is the provider, as the record
@@ -57,17 +66,31 @@ pub enum DatabaseModeError {
         "database.mode is CloudNativePG but the CloudNativePG Cluster CRD (postgresql.cnpg.io/v1) is not installed; install the CloudNativePG operator or choose StatefulSet or External"
     )]
     CloudNativePgNotInstalled,
+    #[error(
+        "the namespace holds retained patient data in a {retained} database, but database.mode is {requested}; set database.mode: {retained} (or leave it unset) to re-attach to it. The operator never starts an empty database beside retained data"
+    )]
+    RetainedDataInOtherMode { retained: DatabaseMode, requested: DatabaseMode },
 }
 
 /// The database mode: the spec's, else the one recorded in status (a choice
 /// once made is kept, so installing CloudNativePG later never moves a
-/// tenant's data), else CloudNativePG when served, else StatefulSet.
+/// tenant's data), else the one recorded on the namespace's retained data (a
+/// tenant re-created over retained data re-attaches to it), else
+/// CloudNativePG when served, else StatefulSet. A spec naming another mode
+/// than the retained data's is refused: it would silently start an empty
+/// database.
 pub fn resolve_database_mode(
     spec: Option<DatabaseMode>,
     recorded: Option<DatabaseMode>,
+    retained: Option<DatabaseMode>,
     cnpg_served: bool,
 ) -> Result<DatabaseMode, DatabaseModeError> {
-    match spec.or(recorded) {
+    if let (Some(retained), Some(requested)) = (retained, spec.or(recorded))
+        && retained != requested
+    {
+        return Err(DatabaseModeError::RetainedDataInOtherMode { retained, requested });
+    }
+    match spec.or(recorded).or(retained) {
         Some(DatabaseMode::CloudNativePG) if !cnpg_served => Err(DatabaseModeError::CloudNativePgNotInstalled),
         Some(mode) => Ok(mode),
         None if cnpg_served => Ok(DatabaseMode::CloudNativePG),
@@ -83,10 +106,14 @@ pub enum DatabaseChildren {
     External,
 }
 
-/// A Postgres StatefulSet with its Service and generated credentials.
+/// A Postgres StatefulSet with its Service, configuration, generated
+/// credentials and TLS.
 #[derive(Clone, Debug)]
 pub struct StatefulSetDatabase {
     pub credentials: Secret,
+    pub superuser: Secret,
+    pub tls: Secret,
+    pub config: k8s_openapi::api::core::v1::ConfigMap,
     pub service: Service,
     pub statefulset: StatefulSet,
 }
@@ -154,7 +181,7 @@ pub fn render(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Fa
         database: database::children(&ctx),
         record_store: record_store::deployment(&ctx, &connection),
         record_store_service: record_store::service(&ctx),
-        route: if tenant.spec.suspend { None } else { route::route(&ctx) },
+        route: if tenant.spec.suspend || facts.hostname_held_by.is_some() { None } else { route::route(&ctx) },
         admins: access::role_binding(&ctx),
         sharing_policy: policy::sharing_policy(&ctx),
     }
@@ -190,8 +217,11 @@ impl TenantChildren {
                 out.push(Child::from_value(ChildKind::PostgresCluster, cluster, true)?);
             }
             DatabaseChildren::StatefulSet(db) => {
-                let StatefulSetDatabase { credentials, service, statefulset } = *db;
+                let StatefulSetDatabase { credentials, superuser, tls, config, service, statefulset } = *db;
+                out.push(Child::new(ChildKind::Secret, &superuser, true)?.create_once());
                 out.push(Child::new(ChildKind::Secret, &credentials, true)?.create_once());
+                out.push(Child::new(ChildKind::Secret, &tls, true)?.create_once());
+                out.push(Child::new(ChildKind::ConfigMap, &config, true)?);
                 out.push(Child::new(ChildKind::Service, &service, true)?);
                 out.push(Child::new(ChildKind::StatefulSet, &statefulset, true)?);
             }
@@ -243,7 +273,7 @@ spec:
 "#;
 
     pub fn facts(mode: DatabaseMode) -> Facts {
-        Facts { database_mode: mode, gateway_api: true, active_agreements: Vec::new() }
+        Facts { database_mode: mode, gateway_api: true, active_agreements: Vec::new(), hostname_held_by: None }
     }
 }
 
@@ -254,32 +284,75 @@ mod tests {
     #[test]
     fn database_mode_from_spec_wins() {
         assert_eq!(
-            resolve_database_mode(Some(DatabaseMode::External), Some(DatabaseMode::StatefulSet), true),
+            resolve_database_mode(Some(DatabaseMode::External), Some(DatabaseMode::StatefulSet), None, true),
             Ok(DatabaseMode::External)
         );
     }
 
     #[test]
     fn database_mode_recorded_in_status_is_kept_when_cnpg_appears_later() {
-        assert_eq!(resolve_database_mode(None, Some(DatabaseMode::StatefulSet), true), Ok(DatabaseMode::StatefulSet));
+        assert_eq!(
+            resolve_database_mode(None, Some(DatabaseMode::StatefulSet), None, true),
+            Ok(DatabaseMode::StatefulSet)
+        );
     }
 
     #[test]
     fn database_mode_defaults_to_cnpg_when_served() {
-        assert_eq!(resolve_database_mode(None, None, true), Ok(DatabaseMode::CloudNativePG));
+        assert_eq!(resolve_database_mode(None, None, None, true), Ok(DatabaseMode::CloudNativePG));
     }
 
     #[test]
     fn database_mode_defaults_to_statefulset_without_cnpg() {
-        assert_eq!(resolve_database_mode(None, None, false), Ok(DatabaseMode::StatefulSet));
+        assert_eq!(resolve_database_mode(None, None, None, false), Ok(DatabaseMode::StatefulSet));
     }
 
     #[test]
     fn explicit_cnpg_without_its_crd_is_an_error() {
         assert_eq!(
-            resolve_database_mode(Some(DatabaseMode::CloudNativePG), None, false),
+            resolve_database_mode(Some(DatabaseMode::CloudNativePG), None, None, false),
             Err(DatabaseModeError::CloudNativePgNotInstalled)
         );
+    }
+
+    #[test]
+    fn a_tenant_recreated_over_retained_data_reattaches_to_its_mode() {
+        assert_eq!(
+            resolve_database_mode(None, None, Some(DatabaseMode::StatefulSet), true),
+            Ok(DatabaseMode::StatefulSet)
+        );
+    }
+
+    #[test]
+    fn a_mode_other_than_the_retained_datas_is_refused() {
+        assert_eq!(
+            resolve_database_mode(Some(DatabaseMode::CloudNativePG), None, Some(DatabaseMode::StatefulSet), true),
+            Err(DatabaseModeError::RetainedDataInOtherMode {
+                retained: DatabaseMode::StatefulSet,
+                requested: DatabaseMode::CloudNativePG
+            })
+        );
+    }
+
+    #[test]
+    fn a_tenant_without_its_hostname_gets_no_route() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let facts = Facts { hostname_held_by: Some("alpha".into()), ..fixtures::facts(DatabaseMode::StatefulSet) };
+        assert!(render(&t, &PlatformSettings::default(), &facts).route.is_none());
+    }
+
+    #[test]
+    fn data_children_carry_no_owner_reference_so_no_cascade_can_delete_them() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let children = render(&t, &PlatformSettings::default(), &fixtures::facts(DatabaseMode::StatefulSet))
+            .into_children()
+            .unwrap();
+        for c in children.iter().filter(|c| c.retain()) {
+            let meta = &c.object.metadata;
+            assert_eq!(meta.owner_references, None, "{:?} {}", c.kind, c.name());
+            let owner = meta.annotations.as_ref().and_then(|a| a.get(labels::OWNER_UID));
+            assert_eq!(owner.map(String::as_str), Some("0b5e7f4c-1111-4d8e-9c55-2a3b4c5d6e7f"), "{:?}", c.kind);
+        }
     }
 
     #[test]
@@ -290,7 +363,9 @@ mod tests {
             .unwrap();
         for c in &children {
             let meta = &c.object.metadata;
-            assert_eq!(meta.owner_references.as_ref().map(Vec::len), Some(1), "{:?} {}", c.kind, c.name());
+            let by_reference = meta.owner_references.as_ref().map(Vec::len) == Some(1);
+            let by_annotation = meta.annotations.as_ref().is_some_and(|a| a.contains_key(labels::OWNER_UID));
+            assert!(by_reference != by_annotation, "{:?} {}", c.kind, c.name());
             let l = meta.labels.as_ref().unwrap();
             assert_eq!(l.get(labels::TENANT).map(String::as_str), Some("cheshire-merseyside"));
             assert_eq!(l.get(labels::MANAGED_BY).map(String::as_str), Some("ics-operator"));
@@ -323,10 +398,18 @@ mod tests {
     }
 
     #[test]
-    fn without_gateway_api_the_route_is_an_ingress() {
+    fn without_a_tls_secret_the_ingress_fallback_publishes_nothing() {
         let t = fixtures::tenant(fixtures::CHESHIRE);
-        let facts =
-            Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false, active_agreements: Vec::new() };
+        let facts = Facts { gateway_api: false, ..fixtures::facts(DatabaseMode::StatefulSet) };
+        assert!(render(&t, &PlatformSettings::default(), &facts).route.is_none());
+        assert!(needs_tls(&t, false, true));
+    }
+
+    #[test]
+    fn without_gateway_api_the_route_is_an_ingress() {
+        let mut t = fixtures::tenant(fixtures::CHESHIRE);
+        t.spec.gateway.tls_secret_name = Some("cheshire-tls".into());
+        let facts = Facts { gateway_api: false, ..fixtures::facts(DatabaseMode::StatefulSet) };
         let children = render(&t, &PlatformSettings::default(), &facts);
         assert!(matches!(children.route, Some(PublicRoute::Ingress(_))));
     }
@@ -336,8 +419,7 @@ mod tests {
         let t = fixtures::tenant(fixtures::CHESHIRE);
         let mut settings = PlatformSettings::default();
         settings.ingress.enabled = false;
-        let facts =
-            Facts { database_mode: DatabaseMode::StatefulSet, gateway_api: false, active_agreements: Vec::new() };
+        let facts = Facts { gateway_api: false, ..fixtures::facts(DatabaseMode::StatefulSet) };
         assert!(render(&t, &settings, &facts).route.is_none());
     }
 }

@@ -21,6 +21,7 @@ pub(super) fn namespace(ctx: &Ctx) -> Namespace {
     let annotations = BTreeMap::from([
         ("carerecord.dev/display-name".to_string(), ctx.tenant.spec.display_name.clone()),
         ("carerecord.dev/ods-code".to_string(), ctx.tenant.spec.ods_code.clone()),
+        (labels::DATABASE_MODE.to_string(), ctx.facts.database_mode.as_str().to_string()),
     ]);
     Namespace {
         metadata: ObjectMeta {
@@ -33,6 +34,9 @@ pub(super) fn namespace(ctx: &Ctx) -> Namespace {
         ..Namespace::default()
     }
 }
+
+/// Name of the tenant's ResourceQuota.
+pub const QUOTA: &str = "tenant-quota";
 
 const DEFAULT_CPU: &str = "16";
 const DEFAULT_MEMORY: &str = "64Gi";
@@ -51,7 +55,7 @@ pub(super) fn quota(ctx: &Ctx) -> ResourceQuota {
         ("count/providerconnectors.carerecord.dev".to_string(), Quantity(max_connectors.to_string())),
     ]);
     ResourceQuota {
-        metadata: ctx.meta("tenant-quota", "quota"),
+        metadata: ctx.meta(QUOTA, "quota"),
         spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
         ..ResourceQuota::default()
     }

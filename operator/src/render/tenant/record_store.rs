@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecretKeySelector, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::database::DB_CA_DIR;
 use super::{Ctx, DatabaseConnection};
 use crate::render::labels;
 use crate::render::pod::{restricted_container, restricted_pod};
@@ -83,7 +85,10 @@ pub(super) fn deployment(ctx: &Ctx, db: &DatabaseConnection) -> Deployment {
             },
         ]),
         env: Some(vec![
-            secret_env("SPRING_DATASOURCE_URL", &db.secret_name, &db.jdbc_url_key),
+            match &db.jdbc_url {
+                Some(url) => env("SPRING_DATASOURCE_URL", url),
+                None => secret_env("SPRING_DATASOURCE_URL", &db.secret_name, &db.jdbc_url_key),
+            },
             secret_env("SPRING_DATASOURCE_USERNAME", &db.secret_name, &db.username_key),
             secret_env("SPRING_DATASOURCE_PASSWORD", &db.secret_name, &db.password_key),
             env("SPRING_DATASOURCE_DRIVERCLASSNAME", "org.postgresql.Driver"),
@@ -99,11 +104,16 @@ pub(super) fn deployment(ctx: &Ctx, db: &DatabaseConnection) -> Deployment {
         liveness_probe: Some(http_probe("/actuator/health/liveness", 20, 3)),
         readiness_probe: Some(http_probe("/actuator/health/readiness", 10, 3)),
         security_context: Some(restricted_container()),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() })
+                .chain(db.server_ca.as_ref().map(|_| VolumeMount {
+                    name: "db-ca".into(),
+                    mount_path: DB_CA_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                }))
+                .collect(),
+        ),
         ..Container::default()
     };
     Deployment {
@@ -117,11 +127,24 @@ pub(super) fn deployment(ctx: &Ctx, db: &DatabaseConnection) -> Deployment {
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod(HAPI_UID)),
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(Default::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(
+                        std::iter::once(Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(Default::default()),
+                            ..Volume::default()
+                        })
+                        .chain(db.server_ca.as_ref().map(|(secret, key)| Volume {
+                            name: "db-ca".into(),
+                            // Only the CA certificate: never a key.
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(secret.clone()),
+                                items: Some(vec![KeyToPath { key: key.clone(), path: "ca.crt".into(), mode: None }]),
+                                ..SecretVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        }))
+                        .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },
@@ -167,9 +190,31 @@ mod tests {
     }
 
     #[test]
-    fn cnpg_record_store_reads_the_cluster_app_secret() {
+    fn cnpg_record_store_reads_the_cluster_app_secret_and_verifies_the_server() {
         let env = env_of(DatabaseMode::CloudNativePG, fixtures::CHESHIRE);
-        assert_eq!(secret_of(&env, "SPRING_DATASOURCE_URL"), ("records-db-app".into(), "jdbc-uri".into()));
+        assert_eq!(secret_of(&env, "SPRING_DATASOURCE_PASSWORD"), ("records-db-app".into(), "password".into()));
+        let url = env.iter().find(|e| e.name == "SPRING_DATASOURCE_URL").unwrap().value.clone().unwrap();
+        assert_eq!(
+            url,
+            "jdbc:postgresql://records-db-rw.scr-cheshire-merseyside.svc:5432/app?sslmode=verify-full&sslrootcert=/etc/carerecord/db-ca/ca.crt"
+        );
+    }
+
+    #[test]
+    fn statefulset_record_store_connects_as_the_application_user_over_verified_tls() {
+        let env = env_of(DatabaseMode::StatefulSet, fixtures::CHESHIRE);
+        assert_eq!(secret_of(&env, "SPRING_DATASOURCE_USERNAME"), ("records-db-credentials".into(), "username".into()));
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let pod = render(&t, &PlatformSettings::default(), &fixtures::facts(DatabaseMode::StatefulSet))
+            .record_store
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let ca = pod.volumes.unwrap().into_iter().find(|v| v.name == "db-ca").unwrap().secret.unwrap();
+        assert_eq!(ca.secret_name.as_deref(), Some("records-db-tls"));
+        assert_eq!(ca.items.unwrap().iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), ["ca.crt"]);
     }
 
     #[test]

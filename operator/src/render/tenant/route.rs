@@ -19,11 +19,19 @@ pub const FHIR_PATH: &str = "/fhir";
 pub(super) fn route(ctx: &Ctx) -> Option<PublicRoute> {
     if ctx.facts.gateway_api {
         Some(PublicRoute::Gateway(Box::new(http_route(ctx))))
-    } else if ctx.settings.ingress.enabled {
+    } else if ctx.settings.ingress.enabled && ctx.tenant.spec.gateway.tls_secret_name.is_some() {
+        // Records are never served over plain HTTP: without a TLS Secret
+        // the Ingress fallback publishes nothing (see `needs_tls`).
         Some(PublicRoute::Ingress(Box::new(ingress(ctx))))
     } else {
         None
     }
+}
+
+/// Whether the tenant cannot be published because the Ingress fallback
+/// would serve it without TLS.
+pub fn needs_tls(tenant: &crate::api::CareRecordTenant, gateway_api: bool, ingress_enabled: bool) -> bool {
+    !gateway_api && ingress_enabled && tenant.spec.gateway.tls_secret_name.is_none()
 }
 
 fn http_route(ctx: &Ctx) -> HttpRoute {

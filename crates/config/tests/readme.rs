@@ -1,0 +1,58 @@
+//! The shapes documented in README.md are the shapes the types read.
+
+use carerecord_config::{GatewayApiVersion, GatewayConfig, PolicyApiVersion, SensitiveCategory, SharingPolicy};
+
+fn yaml_blocks() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    readme.split("```yaml\n").skip(1).map(|rest| rest.split("```").next().unwrap().to_string()).collect()
+}
+
+#[test]
+fn readme_gateway_example_loads_and_validates() {
+    let config: GatewayConfig = serde_yaml::from_str(&yaml_blocks()[0]).unwrap();
+    assert_eq!(config.api_version, GatewayApiVersion::V1);
+    assert_eq!(config.issuers[0].organisation_claim, "ods");
+    config.validate().unwrap();
+}
+
+#[test]
+fn readme_policy_example_loads_and_validates() {
+    let policy: SharingPolicy = serde_yaml::from_str(&yaml_blocks()[1]).unwrap();
+    assert_eq!(policy.api_version, PolicyApiVersion::V1);
+    assert_eq!(policy.agreements[0].excluded_categories, vec![SensitiveCategory::SexualHealth, SensitiveCategory::HIV]);
+    policy.validate().unwrap();
+}
+
+#[test]
+fn unknown_fields_are_rejected() {
+    let text = yaml_blocks()[1].replace("purpose: DirectCare", "purpose: DirectCare\n    porpose: typo");
+    assert!(serde_yaml::from_str::<SharingPolicy>(&text).is_err());
+}
+
+#[test]
+fn another_api_version_is_rejected() {
+    let text = yaml_blocks()[0].replace("carerecord.dev/gateway/v1", "carerecord.dev/gateway/v2");
+    let error = serde_yaml::from_str::<GatewayConfig>(&text).unwrap_err().to_string();
+    assert!(error.contains("carerecord.dev/gateway/v2"), "{error}");
+}
+
+#[test]
+fn organisation_claim_defaults_to_ods() {
+    let text = yaml_blocks()[0].replace("organisationClaim: ods", "");
+    let config: GatewayConfig = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(config.issuers[0].organisation_claim, "ods");
+}
+
+#[test]
+fn a_gateway_without_issuers_is_invalid() {
+    let mut config: GatewayConfig = serde_yaml::from_str(&yaml_blocks()[0]).unwrap();
+    config.issuers.clear();
+    assert_eq!(config.validate().unwrap_err().field, "issuers");
+}
+
+#[test]
+fn a_lower_case_ods_code_is_invalid() {
+    let mut policy: SharingPolicy = serde_yaml::from_str(&yaml_blocks()[1]).unwrap();
+    policy.agreements[0].consumer_organisations = vec!["r0a".into()];
+    assert_eq!(policy.validate().unwrap_err().field, "agreements[0].consumerOrganisations[0]");
+}

@@ -1,0 +1,4 @@
+//! The audit trail: what an event says (pure) and how it is written.
+
+pub mod event;
+pub mod writer;
