@@ -76,7 +76,7 @@ async fn active_pair(prefix: &str, expires: &str) -> (Client, (String, String), 
 }
 
 #[tokio::test]
-async fn matching_sides_become_active_with_get_only_routes_a_policy_and_a_network_policy() {
+async fn matching_sides_become_active_with_get_only_routes_to_the_record_gateway_and_a_policy() {
     let (client, (p, p_ns), (c, c_ns)) = active_pair("sa-on", NEXT_YEAR).await;
     let routes = eventually("three routes", || async {
         let r = share_routes(&client, &p_ns).await;
@@ -89,9 +89,16 @@ async fn matching_sides_become_active_with_get_only_routes_a_policy_and_a_networ
         assert!(m["path"]["value"].as_str().unwrap().starts_with(&format!("/federation/{c}/fhir/")), "{m}");
         assert_eq!(route.data["spec"]["hostnames"][0], format!("{p}.scr.example.nhs.uk"));
     }
-    let policy = Api::<NetworkPolicy>::namespaced(client.clone(), &p_ns).get("share-share").await.unwrap();
-    let from = serde_json::to_value(&policy.spec.unwrap().ingress.unwrap()[0].from).unwrap();
-    assert!(from.to_string().contains(&c_ns), "{from}");
+    for route in &routes {
+        let backend = &route.data["spec"]["rules"][0]["backendRefs"][0];
+        assert_eq!(backend["name"], "record-gateway", "federation goes through the provider's record gateway");
+    }
+    // No network path opens from the consumer's namespace to the provider.
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &p_ns).list(&Default::default()).await.unwrap();
+    assert!(
+        !policies.items.iter().any(|p| serde_json::to_string(&p.spec).unwrap().contains(&c_ns)),
+        "a NetworkPolicy admits the consumer namespace"
+    );
     let consumer = agreements(&client, &c_ns).get("receive").await.unwrap();
     assert_eq!(
         consumer.status.unwrap().federation_endpoint.as_deref(),
@@ -100,7 +107,7 @@ async fn matching_sides_become_active_with_get_only_routes_a_policy_and_a_networ
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &p_ns);
     eventually("sharing policy lists the agreement", || async {
         let cm = cms.get("sharing-policy").await.ok()?;
-        cm.data?.get("agreements.yaml")?.contains("DSA-E2E-1").then_some(())
+        cm.data?.get("policy.yaml")?.contains("DSA-E2E-1").then_some(())
     })
     .await;
     eventually("provider tenant counts 1 active agreement", || async {
@@ -125,7 +132,7 @@ async fn deleting_the_consumer_side_revokes_and_removes_the_routes() {
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &p_ns);
     eventually("sharing policy emptied", || async {
         let cm = cms.get("sharing-policy").await.ok()?;
-        (!cm.data?.get("agreements.yaml")?.contains("DSA-E2E-1")).then_some(())
+        (!cm.data?.get("policy.yaml")?.contains("DSA-E2E-1")).then_some(())
     })
     .await;
     remove_tenant(&client, &p).await;

@@ -44,7 +44,15 @@ async fn statefulset_tenant_becomes_ready_with_every_child() {
     names.sort();
     assert_eq!(
         names,
-        ["allow-dns", "database-ingress", "default-deny", "record-store-ingress", "record-store-to-database"]
+        [
+            "allow-dns",
+            "database-ingress",
+            "default-deny",
+            "record-gateway-egress",
+            "record-gateway-ingress",
+            "record-store-ingress",
+            "record-store-to-database"
+        ]
     );
     let deployment = Api::<Deployment>::namespaced(client.clone(), &ns).get("record-store").await.unwrap();
     assert_eq!(deployment.status.unwrap().available_replicas, Some(1), "pods admitted under Pod Security restricted");

@@ -48,9 +48,10 @@ enum Command {
     Crds,
     /// Print, offline, the objects the controller would apply for a tenant.
     Render {
-        /// File holding a CareRecordTenant ("-" for standard input).
+        /// Files holding tenants, connectors and agreements ("-" for standard
+        /// input); repeat to render several (e.g. both sides of an agreement).
         #[arg(short = 'f', long = "file")]
-        file: String,
+        file: Vec<String>,
         /// Platform settings file (YAML).
         #[arg(long)]
         platform: Option<String>,
@@ -189,62 +190,89 @@ fn settings(path: Option<&str>) -> anyhow::Result<PlatformSettings> {
     })
 }
 
-fn render(file: &str, platform: Option<&str>, cnpg: bool, gateway_api: bool) -> anyhow::Result<()> {
-    let text = if file == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
-    };
+fn render(files: &[String], platform: Option<&str>, cnpg: bool, gateway_api: bool) -> anyhow::Result<()> {
     let settings = settings(platform)?;
     let catalogue = ics_operator::catalogue::Catalogue::built_in();
-    let (mut tenants, mut connectors) = (Vec::new(), Vec::new());
-    for document in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(document)?;
-        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        let name =
-            value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("?").to_string();
-        match kind.as_str() {
-            "" if value.is_null() => {}
-            "CareRecordTenant" => {
-                let t: CareRecordTenant =
-                    serde_yaml::from_value(value).with_context(|| format!("{file}: tenant {name} is not valid"))?;
-                validate::tenant(&t).with_context(|| format!("{file}: tenant {name}"))?;
-                tenants.push(t);
+    let (mut tenants, mut connectors, mut agreements) = (Vec::new(), Vec::new(), Vec::new());
+    for file in files {
+        let text = if file == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+        };
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document)?;
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+            let name =
+                value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("?").to_string();
+            match kind.as_str() {
+                "" if value.is_null() => {}
+                "CareRecordTenant" => {
+                    let t: CareRecordTenant =
+                        serde_yaml::from_value(value).with_context(|| format!("{file}: tenant {name} is not valid"))?;
+                    validate::tenant(&t).with_context(|| format!("{file}: tenant {name}"))?;
+                    tenants.push(t);
+                }
+                "ProviderConnector" => {
+                    let c: api::ProviderConnector = serde_yaml::from_value(value)
+                        .with_context(|| format!("{file}: connector {name} is not valid"))?;
+                    validate::connector(&c).with_context(|| format!("{file}: connector {name}"))?;
+                    connectors.push(c);
+                }
+                "SharingAgreement" => {
+                    let a: api::SharingAgreement = serde_yaml::from_value(value)
+                        .with_context(|| format!("{file}: agreement {name} is not valid"))?;
+                    validate::agreement(&a).with_context(|| format!("{file}: agreement {name}"))?;
+                    // What an agreement exposes depends on the other side: judged below.
+                    agreements.push(a);
+                }
+                // A chart's prerequisites (the tenant namespace): nothing to render.
+                other => eprintln!("{file}: skipping {other} {name}: not a carerecord.dev kind"),
             }
-            "ProviderConnector" => {
-                let c: api::ProviderConnector =
-                    serde_yaml::from_value(value).with_context(|| format!("{file}: connector {name} is not valid"))?;
-                validate::connector(&c).with_context(|| format!("{file}: connector {name}"))?;
-                connectors.push(c);
-            }
-            "SharingAgreement" => {
-                let a: api::SharingAgreement =
-                    serde_yaml::from_value(value).with_context(|| format!("{file}: agreement {name} is not valid"))?;
-                validate::agreement(&a).with_context(|| format!("{file}: agreement {name}"))?;
-                // What an agreement exposes depends on the other side; nothing to render alone.
-            }
-            // A chart's prerequisites (the tenant namespace): nothing to render.
-            other => eprintln!("{file}: skipping {other} {name}: not a carerecord.dev kind"),
         }
     }
+    let file = files.join(", ");
     let mut out = Vec::new();
+    let decided = ics_operator::render::agreement::offline::decisions(&agreements, &tenants, jiff::Timestamp::now());
     for tenant in &tenants {
         let name = kube::ResourceExt::name_any(tenant);
         render_tenant::claim::namespace(tenant, None, &settings).with_context(|| format!("{file}: tenant {name}"))?;
         let mode = render_tenant::resolve_database_mode(tenant.spec.database.mode, None, None, cnpg)?;
-        let hostname_held_by = render_tenant::claim::hostname_holder(tenant, &tenants);
-        if let Some(holder) = &hostname_held_by {
+        if let Some(holder) = render_tenant::claim::hostname_holder(tenant, &tenants) {
             anyhow::bail!(
                 "{file}: tenant {name}: gateway.hostname {} is also named by tenant {holder}",
                 tenant.spec.gateway.hostname
             );
         }
-        let facts =
-            render_tenant::Facts { database_mode: mode, gateway_api, active_agreements: Vec::new(), hostname_held_by };
+        let namespace = tenant.target_namespace();
+        let organisations = connectors
+            .iter()
+            .filter(|c| c.metadata.namespace.as_deref() == Some(namespace.as_str()))
+            .map(|c| c.spec.provider.ods_code.clone())
+            .collect();
+        let active_agreements =
+            ics_operator::render::agreement::offline::active_for_provider(tenant, &decided, &tenants);
+        let facts = render_tenant::Facts {
+            database_mode: mode,
+            gateway_api,
+            active_agreements,
+            hostname_held_by: None,
+            organisations,
+        };
         for child in render_tenant::render(tenant, &settings, &facts).into_children()? {
             out.push(child.to_value());
+        }
+    }
+    for (agreement, decision) in &decided {
+        let provider = tenants.iter().find(|t| Some(t.target_namespace()) == agreement.metadata.namespace);
+        if let Some(provider) = provider.filter(|_| gateway_api) {
+            for child in
+                ics_operator::render::agreement::children(agreement, decision, provider, &settings).into_children()?
+            {
+                out.push(child.to_value());
+            }
         }
     }
     for connector in &connectors {

@@ -34,7 +34,19 @@ pub struct PlatformSettings {
     pub reserved_namespaces: Vec<String>,
     /// Which images a ProviderConnector's `spec.image` may name.
     pub connector_images: ConnectorImages,
+    /// Issuers of the bearer tokens every tenant's record gateway accepts
+    /// (e.g. NHS CIS2 for staff, the platform's SMART Backend Services
+    /// server for systems). None: the gateways refuse every request.
+    pub trusted_issuers: Vec<TrustedIssuer>,
 }
+
+/// An OpenID Connect issuer whose access tokens the record gateways accept:
+/// the gateway contract's own type, so settings and the rendered gateway
+/// configuration cannot drift apart. Fields: `issuer` (exactly as in tokens'
+/// `iss`), `audience` (tokens must name it in `aud`), `organisationClaim`
+/// (the claim carrying the caller's ODS code, default `ods`), `jwksUri`
+/// (optional; else from OIDC discovery).
+pub type TrustedIssuer = carerecord_config::Issuer;
 
 /// Images a ProviderConnector may run in place of its profile's.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -147,6 +159,7 @@ impl Default for PlatformSettings {
             operator_namespace: "ics-system".into(),
             reserved_namespaces: Vec::new(),
             connector_images: ConnectorImages::default(),
+            trusted_issuers: Vec::new(),
         }
     }
 }
@@ -198,6 +211,10 @@ pub struct Images {
     pub postgres: String,
     /// Postgres operand image for CloudNativePG clusters.
     pub cloud_native_pg: String,
+    /// The record gateway: the operator's own image (the chart sets it from
+    /// the operator's), so every tenant's data plane runs the operator's
+    /// version.
+    pub record_gateway: String,
 }
 
 impl Default for Images {
@@ -206,6 +223,7 @@ impl Default for Images {
             record_store: "hapiproject/hapi:v8.8.0-1".into(),
             postgres: "postgres:17.6".into(),
             cloud_native_pg: "ghcr.io/cloudnative-pg/postgresql:17.6".into(),
+            record_gateway: format!("ghcr.io/carerecord/ics-operator:{}", crate::VERSION),
         }
     }
 }

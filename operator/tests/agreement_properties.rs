@@ -187,20 +187,8 @@ fn agreement(plan: &SideGen, tenant: &str) -> SharingAgreement {
 
 /// Routes one side exposes, after checking each is GET-only and carries a
 /// type both sides allow.
-fn exposed_routes(
-    plan: &SideGen,
-    tenant: &str,
-    other_tenant: &str,
-    d: &Decision,
-    w: &World,
-) -> Result<usize, TestCaseError> {
-    let exposed = children(
-        &agreement(plan, tenant),
-        d,
-        &tenant_named(tenant),
-        &format!("scr-{other_tenant}"),
-        &PlatformSettings::default(),
-    );
+fn exposed_routes(plan: &SideGen, tenant: &str, d: &Decision, w: &World) -> Result<usize, TestCaseError> {
+    let exposed = children(&agreement(plan, tenant), d, &tenant_named(tenant), &PlatformSettings::default());
     for r in &exposed.routes {
         let m = &r.spec.rules.as_ref().unwrap()[0].matches.as_ref().unwrap()[0];
         prop_assert!(matches!(m.method, Some(gateway_api::httproutes::HttpRouteRulesMatchesMethod::Get)));
@@ -240,13 +228,13 @@ proptest! {
                 if d.phase == AgreementPhase::Active {
                     prop_assert!(d.recheck_at.is_some(), "an Active agreement is rechecked at its expiry");
                 }
-                routes += exposed_routes(plan, PROVIDER_TENANT, CONSUMER_TENANT, &d, &w)?;
+                routes += exposed_routes(plan, PROVIDER_TENANT, &d, &w)?;
                 p_prev = Some(d.phase);
             }
             if let (Some(plan), Some(me)) = (&w.consumer, &b_side) {
                 let d = decision(me, a_side.as_ref(), w.provider_ready, w.consumer_ready, c_prev, w.minute);
                 prop_assert_eq!(d.phase == AgreementPhase::Active, should_share, "second side {:?} in {:?}", d, w);
-                routes += exposed_routes(plan, CONSUMER_TENANT, PROVIDER_TENANT, &d, &w)?;
+                routes += exposed_routes(plan, CONSUMER_TENANT, &d, &w)?;
                 c_prev = Some(d.phase);
             }
             prop_assert_eq!(routes > 0, should_share, "routes {} in {:?}", routes, w);

@@ -14,7 +14,13 @@ fn example(name: &str) -> CareRecordTenant {
 }
 
 fn rendered(tenant: &CareRecordTenant, mode: DatabaseMode, gateway_api: bool) -> String {
-    let facts = Facts { database_mode: mode, gateway_api, active_agreements: Vec::new(), hostname_held_by: None };
+    let facts = Facts {
+        database_mode: mode,
+        gateway_api,
+        active_agreements: Vec::new(),
+        hostname_held_by: None,
+        organisations: Vec::new(),
+    };
     let children = render(tenant, &PlatformSettings::default(), &facts).into_children().unwrap();
     let values: Vec<_> = children.iter().map(|c| c.to_value()).collect();
     ics_operator::yaml::multi_doc(&values).unwrap()
@@ -140,5 +146,43 @@ mod every_profile {
                 ics_operator::yaml::multi_doc(&values).unwrap()
             );
         }
+    }
+}
+
+mod agreements {
+    use super::*;
+    use ics_operator::api::SharingAgreement;
+    use ics_operator::render::agreement::offline;
+
+    fn example_agreements() -> Vec<SharingAgreement> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/agreement-cheshire-greater-manchester.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+    }
+
+    #[test]
+    fn both_sides_in_the_input_make_the_example_agreement_active_in_the_preview() {
+        let tenants = vec![example("tenant-statefulset.yaml"), example("tenant-cloudnativepg.yaml")];
+        let now = "2026-12-01T00:00:00Z".parse().unwrap();
+        let decided = offline::decisions(&example_agreements(), &tenants, now);
+        let active = offline::active_for_provider(&tenants[0], &decided, &tenants);
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].consumer_organisations, ["QOP"]);
+        assert!(active[0].excluded_categories.contains(&"HIV".to_string()));
+        assert!(
+            offline::active_for_provider(&tenants[1], &decided, &tenants).is_empty(),
+            "the consumer shares nothing"
+        );
+    }
+
+    #[test]
+    fn one_side_alone_is_never_active_in_the_preview() {
+        let tenants = vec![example("tenant-statefulset.yaml"), example("tenant-cloudnativepg.yaml")];
+        let provider_side: Vec<_> = example_agreements()
+            .into_iter()
+            .filter(|a| a.spec.role == ics_operator::api::agreement::Role::Provider)
+            .collect();
+        let decided = offline::decisions(&provider_side, &tenants, "2026-12-01T00:00:00Z".parse().unwrap());
+        assert!(offline::active_for_provider(&tenants[0], &decided, &tenants).is_empty());
     }
 }

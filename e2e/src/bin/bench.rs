@@ -357,7 +357,8 @@ async fn ensure_capacity(client: &Client, pods: usize) -> Result<()> {
     }
     for i in 0..pods.div_ceil(PODS_PER_NODE) {
         let name = format!("bench-node-{i}");
-        let capacity = json!({"cpu": "1000", "memory": "4Ti", "pods": PODS_PER_NODE.to_string()});
+        let capacity =
+            json!({"cpu": "1000", "memory": "4Ti", "ephemeral-storage": "16Ti", "pods": PODS_PER_NODE.to_string()});
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},

@@ -168,6 +168,9 @@ pub struct SharingAgreementStatus {
     /// Resource types flowing while Active.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared_resources: Vec<String>,
+    /// Sensitive categories withheld while Active: those either side excludes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_categories: Vec<SensitiveCategory>,
     /// Public base under which the provider's records are exposed to the consumer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub federation_endpoint: Option<String>,

@@ -122,7 +122,7 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
     let mut live = apply::observe(&ctx.client, &kinds, &namespace, &selector).await?;
     let desired_children = match (&my_tenant, &their_tenant) {
         (Some(provider), Some(consumer)) if served.gateway_api => {
-            children(&agreement, &decision, provider, &consumer.target_namespace(), &ctx.settings).into_children()?
+            children(&agreement, &decision, provider, &ctx.settings).into_children()?
         }
         _ => Vec::new(),
     };
@@ -169,6 +169,7 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
         phase: Some(decision.phase),
         conditions: condition::merge(&previous.conditions, &observed, agreement.metadata.generation, &time),
         shared_resources: decision.shared_resources.clone(),
+        excluded_categories: decision.excluded.clone(),
         federation_endpoint: active
             .then(|| {
                 provider_tenant.map(|p| format!("https://{}/federation/{consumer_name}/fhir", p.spec.gateway.hostname))
@@ -208,6 +209,7 @@ fn same_status(a: &SharingAgreementStatus, b: &SharingAgreementStatus) -> bool {
         && a.phase == b.phase
         && condition::same(&a.conditions, &b.conditions)
         && a.shared_resources == b.shared_resources
+        && a.excluded_categories == b.excluded_categories
         && a.federation_endpoint == b.federation_endpoint
         && a.effective_until == b.effective_until
 }

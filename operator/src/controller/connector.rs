@@ -131,7 +131,13 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
         }
     };
 
-    let mut kinds = vec![ChildKind::ConfigMap, ChildKind::NetworkPolicy, ChildKind::Deployment, ChildKind::Service];
+    let mut kinds = vec![
+        ChildKind::ConfigMap,
+        ChildKind::NetworkPolicy,
+        ChildKind::Deployment,
+        ChildKind::Service,
+        ChildKind::PodDisruptionBudget,
+    ];
     if served.gateway_api {
         kinds.push(ChildKind::HttpRoute);
     }

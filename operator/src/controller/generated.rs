@@ -9,7 +9,7 @@ use rand::distr::Alphanumeric;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::render::child::Child;
-use crate::render::tenant::{CREDENTIALS_SECRET, SUPERUSER_SECRET, TLS_SECRET, server_dns_names};
+use crate::render::tenant::{CREDENTIALS_SECRET, PAGE_KEY_SECRET, SUPERUSER_SECRET, TLS_SECRET, server_dns_names};
 
 /// Why secret material could not be generated (only a bug or an exhausted
 /// random source can cause this).
@@ -74,6 +74,10 @@ pub fn fill(child: &mut Child) -> Result<(), GenerateError> {
     match child.object.metadata.name.as_deref() {
         Some(CREDENTIALS_SECRET | SUPERUSER_SECRET) => {
             data.insert("password".into(), password().into());
+        }
+        Some(PAGE_KEY_SECRET) => {
+            let key: String = rand::rng().sample_iter(&Alphanumeric).take(64).map(char::from).collect();
+            data.insert("key".into(), key.into());
         }
         Some(TLS_SECRET) => {
             let tls = database_tls(&namespace, server_dns_names(&namespace))?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject};
@@ -36,7 +37,7 @@ use crate::render::child::{Child, ChildKind, WritePolicy};
 use crate::render::labels;
 use crate::render::tenant::{
     ActiveAgreement, CNPG_CLUSTER, DATABASE_STATEFULSET, DatabaseConnection, DatabaseModeError, Facts, QUOTA,
-    RECORD_STORE, claim, resolve_database_mode,
+    RECORD_GATEWAY, RECORD_STORE, claim, resolve_database_mode,
 };
 use crate::render::{tenant as render_tenant, validate};
 
@@ -102,7 +103,8 @@ pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant
         .owned(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), &managed)
         .owned(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &managed)
         .owned(Api::<PartialObjectMeta<Ingress>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()), &managed);
+        .owned(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()), &managed)
+        .owned(Api::<PartialObjectMeta<PodDisruptionBudget>>::all(client.clone()), &managed);
     for (kind, on) in [(ChildKind::HttpRoute, served.gateway_api), (ChildKind::PostgresCluster, served.cloud_native_pg)]
     {
         if on {
@@ -198,10 +200,9 @@ fn namespace_conflict(conflict: &claim::NamespaceConflict) -> Conclusion {
     }
 }
 
-/// The tenant holding this tenant's hostname instead of it.
-async fn hostname_holder(ctx: &Context, tenant: &CareRecordTenant) -> Result<Option<String>> {
-    let all = Api::<CareRecordTenant>::all(ctx.client.clone()).list(&Default::default()).await?;
-    Ok(claim::hostname_holder(tenant, &all.items))
+/// Every tenant: who holds which hostname, and the consumers' ODS codes.
+async fn all_tenants(ctx: &Context) -> Result<Vec<CareRecordTenant>> {
+    Ok(Api::<CareRecordTenant>::all(ctx.client.clone()).list(&Default::default()).await?.items)
 }
 
 fn invalid(reason: &str, message: String) -> Conclusion {
@@ -252,13 +253,20 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     };
     // Everything this reconcile reads, read at once.
     let selector = labels::tenant_selector(&name);
-    let ((active_agreements, active_count), mut live, connectors, hostname_held_by) = futures::try_join!(
-        active_agreements(ctx, &namespace),
+    let (mut live, (connectors, organisations), all_tenants) = futures::try_join!(
         async { Ok(apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?) },
         count_connectors(ctx, &namespace),
-        hostname_holder(ctx, &tenant),
+        all_tenants(ctx),
     )?;
-    let facts = Facts { database_mode: mode, gateway_api: served.gateway_api, active_agreements, hostname_held_by };
+    let (active_agreements, active_count) = active_agreements(ctx, &namespace, &all_tenants).await?;
+    let hostname_held_by = claim::hostname_holder(&tenant, &all_tenants);
+    let facts = Facts {
+        database_mode: mode,
+        gateway_api: served.gateway_api,
+        active_agreements,
+        hostname_held_by,
+        organisations,
+    };
     let connection = render_tenant::DatabaseConnection::for_tenant(&tenant, &ctx.settings, &facts);
     let mut children = render_tenant::render(&tenant, &ctx.settings, &facts).into_children()?;
 
@@ -275,7 +283,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     let database_exists = live.value(ChildKind::StatefulSet, DATABASE_STATEFULSET).is_some();
     let missing: Vec<String> = children
         .iter()
-        .filter(|c| c.write == WritePolicy::CreateOnce && live.get(&Key::of(c)).is_none())
+        .filter(|c| c.write == WritePolicy::CreateOnce && c.retain() && live.get(&Key::of(c)).is_none())
         .map(|c| c.name().to_string())
         .collect();
     let held = if database_exists && !missing.is_empty() { HeldBack::CredentialsMissing(missing) } else { held };
@@ -324,7 +332,11 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
 
 /// Agreements in the tenant namespace that are Active: those where this
 /// tenant provides records (for the sharing policy) and the count of all.
-async fn active_agreements(ctx: &Context, namespace: &str) -> Result<(Vec<ActiveAgreement>, i32)> {
+async fn active_agreements(
+    ctx: &Context,
+    namespace: &str,
+    tenants: &[CareRecordTenant],
+) -> Result<(Vec<ActiveAgreement>, i32)> {
     let list = Api::<SharingAgreement>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
     let active: Vec<&SharingAgreement> =
         list.items.iter().filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgreementPhase::Active)).collect();
@@ -336,10 +348,25 @@ async fn active_agreements(ctx: &Context, namespace: &str) -> Result<(Vec<Active
             ActiveAgreement {
                 agreement_id: a.spec.agreement_id.clone(),
                 consumer_tenant: a.spec.counterpart_tenant.clone(),
+                consumer_organisations: tenants
+                    .iter()
+                    .filter(|t| t.name_any() == a.spec.counterpart_tenant)
+                    .map(|t| t.spec.ods_code.clone())
+                    .collect(),
                 purpose: "DirectCare".into(),
                 resources: status.shared_resources.clone(),
-                excluded_categories: a.spec.excluded_categories.iter().map(|c| format!("{c:?}")).collect(),
+                // Both sides' exclusions (the provider's, at least, before
+                // the status says).
+                excluded_categories: status
+                    .excluded_categories
+                    .iter()
+                    .chain(&a.spec.excluded_categories)
+                    .map(|c| format!("{c:?}"))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
                 access: "ReadOnly".into(),
+                valid_from: a.spec.valid_from.0.to_string(),
                 until: status.effective_until.map(|t| t.0.to_string()).unwrap_or_default(),
             }
         })
@@ -347,7 +374,9 @@ async fn active_agreements(ctx: &Context, namespace: &str) -> Result<(Vec<Active
     Ok((provided, active.len() as i32))
 }
 
-async fn count_connectors(ctx: &Context, namespace: &str) -> Result<ConnectorCounts> {
+/// Connector counts, and the ODS codes of the providers they connect (who
+/// act for the tenant on its own `/fhir`).
+async fn count_connectors(ctx: &Context, namespace: &str) -> Result<(ConnectorCounts, Vec<String>)> {
     let list = Api::<ProviderConnector>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
     let ready = list
         .items
@@ -356,7 +385,10 @@ async fn count_connectors(ctx: &Context, namespace: &str) -> Result<ConnectorCou
             c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count();
-    Ok(ConnectorCounts { ready: ready as i32, total: list.items.len() as i32 })
+    let mut providers: Vec<String> = list.items.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
+    providers.sort();
+    providers.dedup();
+    Ok((ConnectorCounts { ready: ready as i32, total: list.items.len() as i32 }, providers))
 }
 
 fn served_kinds(served: Served) -> Vec<ChildKind> {
@@ -517,6 +549,23 @@ fn conclude(
             "NoRouteAvailable",
             "the Gateway API is not served and the Ingress fallback is disabled",
         )
+    };
+    // Ready means reachable: the route taken by the platform Gateway, and
+    // the record gateway behind it serving.
+    let gateway = if gateway.is_true() && !tenant.spec.suspend {
+        let serving = readiness::deployment(live.value(ChildKind::Deployment, RECORD_GATEWAY).as_ref());
+        if serving.ready {
+            gateway
+        } else {
+            Observed::new(
+                "GatewayReady",
+                ConditionStatus::False,
+                "RecordGatewayNotAvailable",
+                format!("record gateway: {}", serving.message),
+            )
+        }
+    } else {
+        gateway
     };
     let mut conditions = vec![ns, verdict("DatabaseReady", database), record_store, gateway];
     let failing: Vec<String> =

@@ -24,10 +24,11 @@ pub enum ChildKind {
     Ingress,
     RoleBinding,
     ConfigMap,
+    PodDisruptionBudget,
 }
 
 impl ChildKind {
-    pub const ALL: [ChildKind; 13] = [
+    pub const ALL: [ChildKind; 14] = [
         Self::Namespace,
         Self::ResourceQuota,
         Self::LimitRange,
@@ -41,6 +42,7 @@ impl ChildKind {
         Self::Ingress,
         Self::RoleBinding,
         Self::ConfigMap,
+        Self::PodDisruptionBudget,
     ];
 
     pub fn gvk(self) -> GroupVersionKind {
@@ -58,6 +60,7 @@ impl ChildKind {
             Self::Ingress => ("networking.k8s.io", "v1", "Ingress"),
             Self::RoleBinding => ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
             Self::ConfigMap => ("", "v1", "ConfigMap"),
+            Self::PodDisruptionBudget => ("policy", "v1", "PodDisruptionBudget"),
         };
         GroupVersionKind::gvk(g, v, k)
     }
@@ -77,6 +80,7 @@ impl ChildKind {
             Self::Ingress => "ingresses",
             Self::RoleBinding => "rolebindings",
             Self::ConfigMap => "configmaps",
+            Self::PodDisruptionBudget => "poddisruptionbudgets",
         }
     }
 

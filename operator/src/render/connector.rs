@@ -46,16 +46,18 @@ pub struct ConnectorChildren {
     pub service: Service,
     pub network_policy: NetworkPolicy,
     pub inbound_route: Option<HttpRoute>,
+    pub disruption_budget: k8s_openapi::api::policy::v1::PodDisruptionBudget,
 }
 
 impl ConnectorChildren {
     pub fn into_children(self) -> Result<Vec<Child>, ChildError> {
-        let ConnectorChildren { config, deployment, service, network_policy, inbound_route } = self;
+        let ConnectorChildren { config, deployment, service, network_policy, inbound_route, disruption_budget } = self;
         let mut out = vec![
             Child::new(ChildKind::ConfigMap, &config, false)?,
             Child::new(ChildKind::NetworkPolicy, &network_policy, false)?,
             Child::new(ChildKind::Deployment, &deployment, false)?,
             Child::new(ChildKind::Service, &service, false)?,
+            Child::new(ChildKind::PodDisruptionBudget, &disruption_budget, false)?,
         ];
         if let Some(route) = inbound_route {
             out.push(Child::new(ChildKind::HttpRoute, &route, false)?);
@@ -136,8 +138,9 @@ pub fn render(
     ConnectorChildren {
         deployment: deployment(&ctx, &hash),
         service: service(&ctx),
-        network_policy: network_policy(&ctx, settings),
+        network_policy: network_policy(&ctx),
         inbound_route: inbound.then(|| inbound_route(&ctx, settings)),
+        disruption_budget: crate::render::pod::one_at_a_time(ctx.meta(&ctx.name, "connector"), ctx.pod_labels()),
         config,
     }
 }
@@ -242,8 +245,15 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
             ..ContainerPort::default()
         }]),
         resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([("cpu".to_string(), q("100m")), ("memory".to_string(), q("128Mi"))])),
-            limits: Some(BTreeMap::from([("memory".to_string(), q("256Mi"))])),
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), q("100m")),
+                ("memory".to_string(), q("128Mi")),
+                ("ephemeral-storage".to_string(), q("64Mi")),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("memory".to_string(), q("256Mi")),
+                ("ephemeral-storage".to_string(), q("256Mi")),
+            ])),
             ..ResourceRequirements::default()
         }),
         readiness_probe: Some(Probe {
@@ -314,7 +324,7 @@ fn endpoint_port(url: &str) -> i32 {
         .unwrap_or(default)
 }
 
-fn network_policy(ctx: &Ctx, settings: &PlatformSettings) -> NetworkPolicy {
+fn network_policy(ctx: &Ctx) -> NetworkPolicy {
     let selector = LabelSelector {
         match_labels: Some(BTreeMap::from([(labels::CONNECTOR.to_string(), ctx.name.clone())])),
         ..LabelSelector::default()
@@ -330,11 +340,12 @@ fn network_policy(ctx: &Ctx, settings: &PlatformSettings) -> NetworkPolicy {
     let mut ingress = None;
     if ctx.push() {
         types.push("Ingress".into());
+        // HTTP pushes arrive only through the tenant's record gateway.
         let front_door = NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
+            pod_selector: Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".to_string(),
-                    settings.gateway.namespace.clone(),
+                    labels::POD_COMPONENT.to_string(),
+                    crate::render::tenant::record_gateway::RECORD_GATEWAY.to_string(),
                 )])),
                 ..LabelSelector::default()
             }),
@@ -375,8 +386,12 @@ fn inbound_route(ctx: &Ctx, settings: &PlatformSettings) -> HttpRoute {
                     }),
                     ..HttpRouteRulesMatches::default()
                 }]),
-                filters: Some(vec![crate::render::gateway::replace_prefix("/")]),
-                backend_refs: Some(vec![crate::render::gateway::service_backend(&ctx.name, ctx.profile.port)]),
+                // Pushes pass the tenant's record gateway, which authenticates
+                // the provider before anything reaches the connector.
+                backend_refs: Some(vec![crate::render::gateway::service_backend(
+                    crate::render::tenant::record_gateway::RECORD_GATEWAY,
+                    crate::render::tenant::record_gateway::RECORD_GATEWAY_PORT,
+                )]),
                 ..HttpRouteRules::default()
             }]),
         },

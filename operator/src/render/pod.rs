@@ -24,3 +24,24 @@ pub fn restricted_pod(uid: i64) -> PodSecurityContext {
         ..PodSecurityContext::default()
     }
 }
+
+/// A PodDisruptionBudget letting voluntary disruptions (node drains) take
+/// one pod of a workload at a time: a single-replica workload can still be
+/// moved, a replicated one keeps the rest serving.
+pub fn one_at_a_time(
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    pod_labels: std::collections::BTreeMap<String, String>,
+) -> k8s_openapi::api::policy::v1::PodDisruptionBudget {
+    use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(pod_labels), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}

@@ -1,18 +1,14 @@
 //! What the provider side exposes while an agreement is Active: per resource
-//! type a GET-only HTTPRoute on the provider tenant host, rewritten to the
-//! record store, and a NetworkPolicy admitting the consumer namespace.
-
-use std::collections::BTreeMap;
+//! type a GET-only HTTPRoute on the provider tenant host, to the provider's
+//! record gateway. No network path opens between the tenants: the consumer
+//! reaches the provider only through the platform Gateway and the record
+//! gateway, which authenticates it and enforces the agreement.
 
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPath,
     HttpRouteRulesMatchesPathType, HttpRouteSpec,
 };
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::Decision;
@@ -20,23 +16,19 @@ use crate::api::agreement::{AgreementPhase, Role, SharingAgreement};
 use crate::api::tenant::CareRecordTenant;
 use crate::render::child::{Child, ChildError, ChildKind};
 use crate::render::labels;
-use crate::render::tenant::{RECORD_STORE, RECORD_STORE_PORT};
+use crate::render::tenant::record_gateway::{RECORD_GATEWAY, RECORD_GATEWAY_PORT};
 use crate::settings::PlatformSettings;
 
 /// Everything the provider side owns while Active.
 #[derive(Clone, Debug, Default)]
 pub struct AgreementChildren {
     pub routes: Vec<HttpRoute>,
-    pub network_policy: Option<NetworkPolicy>,
 }
 
 impl AgreementChildren {
     pub fn into_children(self) -> Result<Vec<Child>, ChildError> {
-        let AgreementChildren { routes, network_policy } = self;
+        let AgreementChildren { routes } = self;
         let mut out = Vec::new();
-        if let Some(policy) = network_policy {
-            out.push(Child::new(ChildKind::NetworkPolicy, &policy, false)?);
-        }
         for route in &routes {
             out.push(Child::new(ChildKind::HttpRoute, route, false)?);
         }
@@ -55,7 +47,6 @@ pub fn children(
     agreement: &SharingAgreement,
     decision: &Decision,
     provider: &CareRecordTenant,
-    consumer_namespace: &str,
     settings: &PlatformSettings,
 ) -> AgreementChildren {
     if agreement.spec.role != Role::Provider || decision.phase != AgreementPhase::Active {
@@ -93,41 +84,18 @@ pub fn children(
                         }),
                         ..HttpRouteRulesMatches::default()
                     }]),
-                    filters: Some(vec![crate::render::gateway::replace_prefix(&format!("/fhir/{resource_type}"))]),
-                    backend_refs: Some(vec![crate::render::gateway::service_backend(RECORD_STORE, RECORD_STORE_PORT)]),
+                    // To the provider's record gateway, path unchanged: the
+                    // gateway knows the caller came for federation by the path,
+                    // and checks the agreement, the caller and every resource.
+                    backend_refs: Some(vec![crate::render::gateway::service_backend(
+                        RECORD_GATEWAY,
+                        RECORD_GATEWAY_PORT,
+                    )]),
                     ..HttpRouteRules::default()
                 }]),
             },
             status: None,
         })
         .collect();
-    let network_policy = NetworkPolicy {
-        metadata: meta(format!("share-{name}"), "network"),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(labels::POD_COMPONENT.to_string(), RECORD_STORE.to_string())])),
-                ..LabelSelector::default()
-            }),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![NetworkPolicyIngressRule {
-                from: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            "kubernetes.io/metadata.name".to_string(),
-                            consumer_namespace.to_string(),
-                        )])),
-                        ..LabelSelector::default()
-                    }),
-                    ..NetworkPolicyPeer::default()
-                }]),
-                ports: Some(vec![NetworkPolicyPort {
-                    port: Some(IntOrString::Int(RECORD_STORE_PORT)),
-                    protocol: Some("TCP".into()),
-                    end_port: None,
-                }]),
-            }]),
-            ..NetworkPolicySpec::default()
-        }),
-    };
-    AgreementChildren { routes, network_policy: Some(network_policy) }
+    AgreementChildren { routes }
 }

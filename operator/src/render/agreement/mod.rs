@@ -3,6 +3,7 @@
 
 mod decide;
 mod exposure;
+pub mod offline;
 
 pub use decide::{Counterpart, Decision, Inputs, Side, decide};
 pub use exposure::{AgreementChildren, children, federation_path};

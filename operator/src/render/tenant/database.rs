@@ -346,12 +346,32 @@ fn statefulset(ctx: &Ctx) -> StatefulSet {
             },
         ]),
         resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([("cpu".to_string(), q("250m")), ("memory".to_string(), q("512Mi"))])),
-            limits: Some(BTreeMap::from([("memory".to_string(), q("1Gi"))])),
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), q("250m")),
+                ("memory".to_string(), q("512Mi")),
+                ("ephemeral-storage".to_string(), q("64Mi")),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("memory".to_string(), q("1Gi")),
+                ("ephemeral-storage".to_string(), q("256Mi")),
+            ])),
             ..ResourceRequirements::default()
         }),
         readiness_probe: Some(ready.clone()),
-        liveness_probe: Some(Probe { initial_delay_seconds: Some(30), ..ready }),
+        // Alive while the server answers at all (a connection refused
+        // restarts it); ready only when it accepts connections.
+        liveness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(
+                    ["pg_isready", "-h", "/var/run/postgresql", "-U", DB_SUPERUSER, "-t", "10"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+            }),
+            initial_delay_seconds: Some(30),
+            failure_threshold: Some(6),
+            ..ready
+        }),
         security_context: Some(restricted_container()),
         volume_mounts: Some(vec![
             mount("data", "/var/lib/postgresql/data"),

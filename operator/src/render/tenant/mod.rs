@@ -6,6 +6,7 @@ mod database;
 mod namespace;
 mod network;
 mod policy;
+pub mod record_gateway;
 mod record_store;
 mod route;
 
@@ -27,6 +28,7 @@ pub use database::{
 };
 pub use namespace::QUOTA;
 pub use network::CONNECTOR as CONNECTOR_COMPONENT;
+pub use record_gateway::{PAGE_KEY_SECRET, RECORD_GATEWAY};
 pub use record_store::{RECORD_STORE, RECORD_STORE_PORT};
 pub use route::needs_tls;
 
@@ -43,6 +45,9 @@ pub struct Facts {
     /// The tenant holding this tenant's hostname instead of it (see
     /// `claim::hostname_holder`): then no route is rendered.
     pub hostname_held_by: Option<String>,
+    /// ODS codes of the tenant's providers (its connectors'), who act for
+    /// the tenant on its own `/fhir` besides its ICB.
+    pub organisations: Vec<String>,
 }
 
 /// An Active agreement in which this tenant is the provider, as the record
@@ -52,10 +57,13 @@ pub struct Facts {
 pub struct ActiveAgreement {
     pub agreement_id: String,
     pub consumer_tenant: String,
+    /// ODS codes acting for the consumer tenant (its ICB's).
+    pub consumer_organisations: Vec<String>,
     pub purpose: String,
     pub resources: Vec<String>,
     pub excluded_categories: Vec<String>,
     pub access: String,
+    pub valid_from: String,
     pub until: String,
 }
 
@@ -136,9 +144,21 @@ pub struct TenantChildren {
     pub database: DatabaseChildren,
     pub record_store: Deployment,
     pub record_store_service: Service,
+    pub record_store_budget: k8s_openapi::api::policy::v1::PodDisruptionBudget,
     pub route: Option<PublicRoute>,
     pub admins: Option<RoleBinding>,
     pub sharing_policy: k8s_openapi::api::core::v1::ConfigMap,
+    pub record_gateway: RecordGateway,
+}
+
+/// The record gateway and what it reads.
+#[derive(Clone, Debug)]
+pub struct RecordGateway {
+    pub config: k8s_openapi::api::core::v1::ConfigMap,
+    pub page_key: Secret,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub disruption_budget: k8s_openapi::api::policy::v1::PodDisruptionBudget,
 }
 
 /// Shared inputs of the builders.
@@ -181,9 +201,20 @@ pub fn render(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Fa
         database: database::children(&ctx),
         record_store: record_store::deployment(&ctx, &connection),
         record_store_service: record_store::service(&ctx),
+        record_store_budget: crate::render::pod::one_at_a_time(
+            ctx.meta(RECORD_STORE, RECORD_STORE),
+            labels::pod_labels(&ctx.name, RECORD_STORE),
+        ),
         route: if tenant.spec.suspend || facts.hostname_held_by.is_some() { None } else { route::route(&ctx) },
         admins: access::role_binding(&ctx),
         sharing_policy: policy::sharing_policy(&ctx),
+        record_gateway: RecordGateway {
+            config: record_gateway::config_map(&ctx),
+            page_key: record_gateway::page_key(&ctx),
+            deployment: record_gateway::deployment(&ctx),
+            service: record_gateway::service(&ctx),
+            disruption_budget: record_gateway::disruption_budget(&ctx),
+        },
     }
 }
 
@@ -200,10 +231,13 @@ impl TenantChildren {
             database,
             record_store,
             record_store_service,
+            record_store_budget,
             route,
             admins,
             sharing_policy,
+            record_gateway,
         } = self;
+        let RecordGateway { config, page_key, deployment, service, disruption_budget } = record_gateway;
         let mut out = vec![
             Child::new(ChildKind::Namespace, &namespace, true)?,
             Child::new(ChildKind::ResourceQuota, &quota, true)?,
@@ -230,6 +264,12 @@ impl TenantChildren {
         out.push(Child::new(ChildKind::ConfigMap, &sharing_policy, false)?);
         out.push(Child::new(ChildKind::Deployment, &record_store, false)?);
         out.push(Child::new(ChildKind::Service, &record_store_service, false)?);
+        out.push(Child::new(ChildKind::PodDisruptionBudget, &record_store_budget, false)?);
+        out.push(Child::new(ChildKind::ConfigMap, &config, false)?);
+        out.push(Child::new(ChildKind::Secret, &page_key, false)?.create_once());
+        out.push(Child::new(ChildKind::Deployment, &deployment, false)?);
+        out.push(Child::new(ChildKind::Service, &service, false)?);
+        out.push(Child::new(ChildKind::PodDisruptionBudget, &disruption_budget, false)?);
         match route {
             Some(PublicRoute::Gateway(route)) => out.push(Child::new(ChildKind::HttpRoute, &*route, false)?),
             Some(PublicRoute::Ingress(ingress)) => out.push(Child::new(ChildKind::Ingress, &*ingress, false)?),
@@ -273,7 +313,13 @@ spec:
 "#;
 
     pub fn facts(mode: DatabaseMode) -> Facts {
-        Facts { database_mode: mode, gateway_api: true, active_agreements: Vec::new(), hostname_held_by: None }
+        Facts {
+            database_mode: mode,
+            gateway_api: true,
+            active_agreements: Vec::new(),
+            hostname_held_by: None,
+            organisations: Vec::new(),
+        }
     }
 }
 

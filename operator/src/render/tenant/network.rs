@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Ctx;
 use super::database::{DATABASE, POSTGRES_PORT};
+use super::record_gateway::{RECORD_GATEWAY, RECORD_GATEWAY_PORT};
 use super::record_store::{RECORD_STORE, RECORD_STORE_PORT};
 use crate::api::tenant::DatabaseMode;
 use crate::render::labels::POD_COMPONENT;
@@ -93,11 +94,27 @@ pub(super) fn policies(ctx: &Ctx) -> Vec<NetworkPolicy> {
             LabelSelector::default(),
             egress(vec![to(Some(vec![namespace(&s.dns_namespace)]), vec![udp(53), tcp(53)])]),
         ),
+        // Only the record gateway and the tenant's own connectors reach the
+        // record store: every outside request passes the gateway's checks.
         policy(
             ctx,
             "record-store-ingress",
             component(RECORD_STORE),
-            ingress(vec![namespace(front_door), pods(CONNECTOR)], vec![tcp(RECORD_STORE_PORT)]),
+            ingress(vec![pods(RECORD_GATEWAY), pods(CONNECTOR)], vec![tcp(RECORD_STORE_PORT)]),
+        ),
+        policy(
+            ctx,
+            "record-gateway-ingress",
+            component(RECORD_GATEWAY),
+            ingress(vec![namespace(front_door)], vec![tcp(RECORD_GATEWAY_PORT)]),
+        ),
+        // The gateway forwards to the record store, and fetches the trusted
+        // issuers' keys (OIDC discovery and JWKS over HTTPS).
+        policy(
+            ctx,
+            "record-gateway-egress",
+            component(RECORD_GATEWAY),
+            egress(vec![to(Some(vec![pods(RECORD_STORE)]), vec![tcp(RECORD_STORE_PORT)]), to(None, vec![tcp(443)])]),
         ),
     ];
     let database = match ctx.facts.database_mode {

@@ -57,8 +57,12 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 fn default_resources() -> ResourceRequirements {
     let q = |s: &str| Quantity(s.into());
     ResourceRequirements {
-        requests: Some(BTreeMap::from([("cpu".to_string(), q("500m")), ("memory".to_string(), q("1Gi"))])),
-        limits: Some(BTreeMap::from([("memory".to_string(), q("2Gi"))])),
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q("500m")),
+            ("memory".to_string(), q("1Gi")),
+            ("ephemeral-storage".to_string(), q("256Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), q("2Gi")), ("ephemeral-storage".to_string(), q("1Gi"))])),
         ..ResourceRequirements::default()
     }
 }
@@ -97,6 +101,14 @@ pub(super) fn deployment(ctx: &Ctx, db: &DatabaseConnection) -> Deployment {
             env("HAPI_FHIR_SERVER_ADDRESS", &format!("{}/", ctx.tenant.endpoint())),
             env("MANAGEMENT_SERVER_PORT", &MANAGEMENT_PORT.to_string()),
             env("MANAGEMENT_ENDPOINT_HEALTH_PROBES_ENABLED", "true"),
+            // Only the record gateway calls the store: no browser-facing
+            // extras. CORS off (and, should it be on, no credentials and no
+            // origin but the tenant's own), no OpenAPI/Swagger UI, no MCP.
+            env("HAPI_FHIR_CORS_ENABLED", "false"),
+            env("HAPI_FHIR_CORS_ALLOW_CREDENTIALS", "false"),
+            env("HAPI_FHIR_CORS_ALLOWED_ORIGIN", &format!("https://{}", ctx.tenant.spec.gateway.hostname)),
+            env("HAPI_FHIR_OPENAPI_ENABLED", "false"),
+            env("SPRING_AI_MCP_SERVER_ENABLED", "false"),
         ]),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         // HAPI takes a minute or two to start on a fresh database.

@@ -10,7 +10,8 @@ use k8s_openapi::api::networking::v1::{
     IngressTLS, ServiceBackendPort,
 };
 
-use super::record_store::{RECORD_STORE, RECORD_STORE_PORT};
+use super::record_gateway::{RECORD_GATEWAY, RECORD_GATEWAY_PORT};
+use super::record_store::RECORD_STORE;
 use super::{Ctx, PublicRoute};
 
 /// Path prefix of the FHIR base on the tenant host.
@@ -48,7 +49,7 @@ fn http_route(ctx: &Ctx) -> HttpRoute {
                     }),
                     ..HttpRouteRulesMatches::default()
                 }]),
-                backend_refs: Some(vec![crate::render::gateway::service_backend(RECORD_STORE, RECORD_STORE_PORT)]),
+                backend_refs: Some(vec![crate::render::gateway::service_backend(RECORD_GATEWAY, RECORD_GATEWAY_PORT)]),
                 ..HttpRouteRules::default()
             }]),
         },
@@ -77,8 +78,8 @@ fn ingress(ctx: &Ctx) -> Ingress {
                         path_type: "Prefix".into(),
                         backend: IngressBackend {
                             service: Some(IngressServiceBackend {
-                                name: RECORD_STORE.into(),
-                                port: Some(ServiceBackendPort { number: Some(RECORD_STORE_PORT), name: None }),
+                                name: RECORD_GATEWAY.into(),
+                                port: Some(ServiceBackendPort { number: Some(RECORD_GATEWAY_PORT), name: None }),
                             }),
                             resource: None,
                         },
