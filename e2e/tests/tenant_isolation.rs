@@ -42,12 +42,14 @@ async fn a_tenant_naming_another_tenants_namespace_gets_a_conflict_and_changes_n
     let conflict = wait_condition(&client, &intruder, "NamespaceReady", "False").await;
     assert_eq!(conflict.reason, "NamespaceConflict");
     assert!(conflict.message.contains(&format!("belongs to tenant {owner}")), "{}", conflict.message);
-    let events = tenant_events(&client, &intruder).await;
-    assert!(
+    eventually("a Warning Event naming the conflict", || async {
+        let events = tenant_events(&client, &intruder).await;
         events
             .iter()
             .any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("NamespaceConflict"))
-    );
+            .then_some(())
+    })
+    .await;
     assert_eq!(fingerprint(&client, &ns).await, before, "the intruder changed the owner's namespace");
 
     // Deleting the intruder leaves the owner's namespace and data alone.
@@ -60,8 +62,7 @@ async fn a_tenant_naming_another_tenants_namespace_gets_a_conflict_and_changes_n
 }
 
 #[tokio::test]
-async fn a_tenant_naming_a_platform_namespace_gets_a_conflict_and_writes_nothing_there() {
-    shared_operator();
+async fn a_tenant_naming_a_platform_namespace_is_refused_at_apply_and_changes_nothing() {
     let client = client().await;
     let namespaces = Api::<Namespace>::all(client.clone());
     let platform = "gateway-system";
@@ -71,22 +72,33 @@ async fn a_tenant_naming_a_platform_namespace_gets_a_conflict_and_writes_nothing
     }
     let before = fingerprint(&client, platform).await;
     let name = unique("takeover");
-    let applied = apply_tenant(&client, &with_spec(tenant(&name, STATEFULSET), "namespace", json!(platform))).await;
-    match applied {
-        // Refused at apply by the chart's admission policy, where installed.
-        Err(kube::Error::Api(e)) => assert!(e.message.contains("reserved"), "{}", e.message),
-        Err(other) => panic!("unexpected error: {other}"),
-        Ok(_) => {
-            let conflict = wait_condition(&client, &name, "NamespaceReady", "False").await;
-            assert_eq!(conflict.reason, "NamespaceConflict");
-            assert!(conflict.message.contains("the platform Gateway's namespace"), "{}", conflict.message);
-            remove_tenant(&client, &name).await;
-        }
-    }
-    assert_eq!(fingerprint(&client, platform).await, before, "the tenant changed {platform}");
-    let ns = namespaces.get(platform).await.unwrap();
-    assert!(ns.metadata.deletion_timestamp.is_none());
+    let err = apply_tenant(&client, &with_spec(tenant(&name, STATEFULSET), "namespace", json!(platform)))
+        .await
+        .expect_err("the chart's admission policy let a tenant name the Gateway's namespace");
+    assert!(err.to_string().contains("is reserved by the platform"), "{err}");
+    assert_eq!(fingerprint(&client, platform).await, before, "{platform} changed");
+}
+
+#[tokio::test]
+async fn a_tenant_naming_an_existing_namespace_of_no_tenant_gets_a_conflict_and_writes_nothing_there() {
+    shared_operator();
+    let client = client().await;
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let existing = unique("someone-elses");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": existing}})).unwrap();
+    namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    let before = fingerprint(&client, &existing).await;
+    let name = unique("squatter");
+    apply_tenant(&client, &with_spec(tenant(&name, STATEFULSET), "namespace", json!(existing))).await.unwrap();
+    let conflict = wait_condition(&client, &name, "NamespaceReady", "False").await;
+    assert_eq!(conflict.reason, "NamespaceConflict");
+    assert!(conflict.message.contains("does not belong to a tenant"), "{}", conflict.message);
+    assert_eq!(fingerprint(&client, &existing).await, before, "the tenant changed {existing}");
+    let ns = namespaces.get(&existing).await.unwrap();
     assert!(!ns.labels().contains_key("pod-security.kubernetes.io/enforce"));
+    remove_tenant(&client, &name).await;
+    assert!(namespaces.get(&existing).await.unwrap().metadata.deletion_timestamp.is_none(), "deleted with the tenant");
+    let _ = namespaces.delete(&existing, &DeleteParams::default()).await;
 }
 
 #[tokio::test]
