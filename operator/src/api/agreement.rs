@@ -131,19 +131,10 @@ pub enum Article9 {
     ExplicitConsent,
 }
 
-/// Categories of record that need extra protection.
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SensitiveCategory {
-    SexualHealth,
-    ReproductiveHealth,
-    GenderIdentity,
-    HIV,
-    SubstanceMisuse,
-    MentalHealthDetention,
-    Safeguarding,
-    Adoption,
-    CriminalJustice,
-}
+/// Categories of record that need extra protection: the data-plane
+/// contract's own type, so the CRD, the rendered sharing policy and the
+/// record gateway name the same categories.
+pub use carerecord_config::SensitiveCategory;
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Access {

@@ -345,30 +345,16 @@ async fn active_agreements(
         .filter(|a| a.spec.role == Role::Provider)
         .map(|a| {
             let status = a.status.clone().unwrap_or_default();
-            ActiveAgreement {
-                agreement_id: a.spec.agreement_id.clone(),
-                consumer_tenant: a.spec.counterpart_tenant.clone(),
-                consumer_organisations: tenants
-                    .iter()
-                    .filter(|t| t.name_any() == a.spec.counterpart_tenant)
-                    .map(|t| t.spec.ods_code.clone())
-                    .collect(),
-                purpose: "DirectCare".into(),
-                resources: status.shared_resources.clone(),
-                // Both sides' exclusions (the provider's, at least, before
-                // the status says).
-                excluded_categories: status
-                    .excluded_categories
-                    .iter()
-                    .chain(&a.spec.excluded_categories)
-                    .map(|c| format!("{c:?}"))
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .into_iter()
-                    .collect(),
-                access: "ReadOnly".into(),
-                valid_from: a.spec.valid_from.0.to_string(),
-                until: status.effective_until.map(|t| t.0.to_string()).unwrap_or_default(),
-            }
+            // Both sides' exclusions (the provider's, at least, before the
+            // status says).
+            let excluded = status.excluded_categories.iter().chain(&a.spec.excluded_categories).copied();
+            ActiveAgreement::new(
+                a,
+                status.shared_resources.clone(),
+                excluded,
+                status.effective_until.map(|t| t.0),
+                tenants,
+            )
         })
         .collect();
     Ok((provided, active.len() as i32))

@@ -69,20 +69,8 @@ pub fn active_for_provider(
         .filter(|(a, d)| {
             d.phase == AgreementPhase::Active && a.namespace().as_deref() == Some(provider.target_namespace().as_str())
         })
-        .map(|(a, d)| ActiveAgreement {
-            agreement_id: a.spec.agreement_id.clone(),
-            consumer_tenant: a.spec.counterpart_tenant.clone(),
-            consumer_organisations: tenants
-                .iter()
-                .filter(|t| t.name_any() == a.spec.counterpart_tenant)
-                .map(|t| t.spec.ods_code.clone())
-                .collect(),
-            purpose: "DirectCare".into(),
-            resources: d.shared_resources.clone(),
-            excluded_categories: d.excluded.iter().map(|c| format!("{c:?}")).collect(),
-            access: "ReadOnly".into(),
-            valid_from: a.spec.valid_from.0.to_string(),
-            until: d.effective_until.map(|t| t.to_string()).unwrap_or_default(),
+        .map(|(a, d)| {
+            ActiveAgreement::new(a, d.shared_resources.clone(), d.excluded.iter().copied(), d.effective_until, tenants)
         })
         .collect()
 }

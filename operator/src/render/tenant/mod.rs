@@ -67,6 +67,36 @@ pub struct ActiveAgreement {
     pub until: String,
 }
 
+impl ActiveAgreement {
+    /// The provider side `agreement`, Active with `resources` and `excluded`
+    /// until `until`; the consumer's ODS code is read from `tenants`.
+    pub fn new(
+        agreement: &crate::api::SharingAgreement,
+        resources: Vec<String>,
+        excluded: impl IntoIterator<Item = crate::api::agreement::SensitiveCategory>,
+        until: Option<jiff::Timestamp>,
+        tenants: &[CareRecordTenant],
+    ) -> Self {
+        let consumer = &agreement.spec.counterpart_tenant;
+        let excluded: std::collections::BTreeSet<_> = excluded.into_iter().collect();
+        Self {
+            agreement_id: agreement.spec.agreement_id.clone(),
+            consumer_tenant: consumer.clone(),
+            consumer_organisations: tenants
+                .iter()
+                .filter(|t| t.name_any() == *consumer)
+                .map(|t| t.spec.ods_code.clone())
+                .collect(),
+            purpose: "DirectCare".into(),
+            resources,
+            excluded_categories: excluded.iter().map(|c| format!("{c:?}")).collect(),
+            access: "ReadOnly".into(),
+            valid_from: agreement.spec.valid_from.0.to_string(),
+            until: until.map(|t| t.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
 /// Why the database mode cannot be decided.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DatabaseModeError {
