@@ -24,3 +24,23 @@ pub fn crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensi
 
 /// The pattern of an NHS ODS organisation code; CEL rules use the same text.
 pub const ODS_CODE_PATTERN: &str = "^[A-Z0-9]{1,9}$";
+
+#[cfg(test)]
+mod tests {
+    /// Short names kubectl already gives built-in kinds (`kubectl
+    /// api-resources`): one of ours among them would make `kubectl get sa`
+    /// warn, or worse, on every cluster running the operator.
+    const BUILT_IN_SHORT_NAMES: &[&str] = &[
+        "cs", "cm", "ep", "ev", "limits", "ns", "no", "pvc", "pv", "po", "rc", "quota", "sa", "svc", "crd", "crds",
+        "ds", "deploy", "rs", "sts", "hpa", "cj", "csr", "ing", "netpol", "pdb", "pc", "sc", "ingclass", "eps",
+    ];
+
+    #[test]
+    fn no_short_name_shadows_a_built_in_kind() {
+        for crd in super::crds() {
+            for short in crd.spec.names.short_names.unwrap_or_default() {
+                assert!(!BUILT_IN_SHORT_NAMES.contains(&short.as_str()), "{}: {short}", crd.spec.names.kind);
+            }
+        }
+    }
+}
