@@ -394,9 +394,14 @@ async fn main() -> Result<()> {
     let endpoint = tcp_listener().await;
     let endpoint = format!("mllp://{endpoint}");
     let run = unique("b");
-    let port = 18080;
-    let operator = OperatorProcess::start(port)?;
+    // A free port for the operator's /metrics (fixed ones collide with
+    // whatever else the machine runs, such as the local data plane).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut operator = OperatorProcess::start(port)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(status) = operator.child.try_wait()? {
+        bail!("the operator exited at start ({status}); run it by hand to see why");
+    }
 
     // 1. Onboarding: one ICS with 10 connectors and 2 agreements (their
     // consumer sides in a second ICS), against the floor.

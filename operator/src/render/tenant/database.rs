@@ -213,7 +213,9 @@ fn superuser_secret(ctx: &Ctx) -> Secret {
 /// The TLS Secret's shape; the controller adds the CA, certificate and key
 /// (for `server_dns_names`) when it first creates it.
 fn tls_secret(ctx: &Ctx) -> Secret {
-    Secret { metadata: data_meta(ctx, TLS_SECRET), type_: Some("kubernetes.io/tls".into()), ..Secret::default() }
+    // Opaque, not kubernetes.io/tls: the rendered shape carries no keys until
+    // the controller generates them, and `render | kubectl apply` must work.
+    Secret { metadata: data_meta(ctx, TLS_SECRET), type_: Some("Opaque".into()), ..Secret::default() }
 }
 
 /// Client authentication: TLS and a password for every network client;
