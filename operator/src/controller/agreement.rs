@@ -31,6 +31,8 @@ use crate::render::labels;
 
 /// Safety-net requeue when nothing is scheduled by time.
 const RESYNC: Duration = Duration::from_secs(10 * 60);
+/// Requeue of an Active agreement (see the end of `reconcile`).
+const ACTIVE_RESYNC: Duration = Duration::from_secs(60);
 
 /// What wakes the agreement controller.
 pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<SharingAgreement> {
@@ -193,14 +195,19 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
         info!(phase = decision.phase.as_str(), reason = decision.reason, "agreement phase changed");
     }
     ctx.reset_backoff(&key);
+    // While records flow, look again at least every minute: a side deleted
+    // during a watch gap produces no event after the re-list (kube-runtime
+    // emits none for objects that vanished), and sharing must not outlive
+    // the agreement by the 10-minute resync. A no-op reconcile writes nothing.
+    let resync = if decision.phase == AgreementPhase::Active { ACTIVE_RESYNC } else { RESYNC };
     Ok(match decision.recheck_at {
         Some(at) => {
             let wait = at.duration_since(jiff::Timestamp::now());
             let millis = wait.as_millis().max(0) as u64;
             // Wake just after the instant, so the comparison sees it passed.
-            Action::requeue(Duration::from_millis(millis + 5).min(RESYNC))
+            Action::requeue(Duration::from_millis(millis + 5).min(resync))
         }
-        None => Action::requeue(RESYNC),
+        None => Action::requeue(resync),
     })
 }
 
