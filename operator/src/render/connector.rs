@@ -22,7 +22,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::api::connector::{ConnectorState, ProviderConnector, Schedule, ScheduleMode};
 use crate::api::tenant::CareRecordTenant;
@@ -130,7 +129,7 @@ pub fn render(
         tenant_name: tenant.name_any(),
     };
     let config = config_map(&ctx);
-    let hash = config_hash(&config);
+    let hash = crate::render::pod::config_hash(&config);
     let inbound = connector.spec.state != ConnectorState::Stopped
         && ctx.push()
         && profile.protocol == Protocol::FhirR4
@@ -170,17 +169,6 @@ fn config_map(ctx: &Ctx) -> ConfigMap {
         data: Some(BTreeMap::from([("connector.yaml".to_string(), text)])),
         ..ConfigMap::default()
     }
-}
-
-fn config_hash(config: &ConfigMap) -> String {
-    let mut hasher = Sha256::new();
-    for (k, v) in config.data.iter().flatten() {
-        hasher.update(k.as_bytes());
-        hasher.update([0]);
-        hasher.update(v.as_bytes());
-        hasher.update([0]);
-    }
-    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn deployment(ctx: &Ctx, hash: &str) -> Deployment {

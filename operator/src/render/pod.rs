@@ -45,3 +45,17 @@ pub fn one_at_a_time(
         ..PodDisruptionBudget::default()
     }
 }
+
+/// A short hash of a ConfigMap's data, put on a pod template so that a
+/// changed configuration rolls the pods.
+pub fn config_hash(config: &k8s_openapi::api::core::v1::ConfigMap) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for (k, v) in config.data.iter().flatten() {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

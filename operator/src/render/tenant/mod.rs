@@ -238,12 +238,15 @@ pub fn render(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Fa
         route: if tenant.spec.suspend || facts.hostname_held_by.is_some() { None } else { route::route(&ctx) },
         admins: access::role_binding(&ctx),
         sharing_policy: policy::sharing_policy(&ctx),
-        record_gateway: RecordGateway {
-            config: record_gateway::config_map(&ctx),
-            page_key: record_gateway::page_key(&ctx),
-            deployment: record_gateway::deployment(&ctx),
-            service: record_gateway::service(&ctx),
-            disruption_budget: record_gateway::disruption_budget(&ctx),
+        record_gateway: {
+            let config = record_gateway::config_map(&ctx);
+            RecordGateway {
+                deployment: record_gateway::deployment(&ctx, &config),
+                config,
+                page_key: record_gateway::page_key(&ctx),
+                service: record_gateway::service(&ctx),
+                disruption_budget: record_gateway::disruption_budget(&ctx),
+            }
         },
     }
 }

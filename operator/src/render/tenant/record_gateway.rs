@@ -18,7 +18,6 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
 
 use super::Ctx;
 use super::record_store::{RECORD_STORE, RECORD_STORE_PORT};
@@ -128,13 +127,13 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
 }
 
-pub(super) fn deployment(ctx: &Ctx) -> Deployment {
+pub(super) fn deployment(ctx: &Ctx, config: &ConfigMap) -> Deployment {
     let pod_labels = labels::pod_labels(&ctx.name, RECORD_GATEWAY);
     let replicas = if ctx.tenant.spec.suspend { 0 } else { REPLICAS };
     // The policy is reloaded by the gateway itself (it is mounted as a
     // directory, which the kubelet updates in place); only the
     // configuration needs a new pod.
-    let hash = format!("{:x}", Sha256::digest(yaml(&config(ctx)).as_bytes()));
+    let hash = crate::render::pod::config_hash(config);
     let q = |s: &str| Quantity(s.into());
     let container = Container {
         name: "gateway".into(),
