@@ -1,6 +1,6 @@
 # Entry points. `make demo` shows a tenant onboarding; `make test` runs every
 # test, starting a local control plane unless KUBECONFIG names a cluster.
-.PHONY: demo test unit e2e crds cluster-up cluster-down lint
+.PHONY: demo test unit e2e crds cluster-up cluster-down lint image image-check
 
 demo:
 	bash e2e/demo
@@ -24,3 +24,13 @@ cluster-up:
 
 cluster-down:
 	bash e2e/cluster down
+
+# The operator image, built without a container daemon (static musl binary,
+# crane, SBOM), under $(CARGO_TARGET_DIR)/image or target/image. See README,
+# "Building and publishing the image".
+image:
+	bash image/build
+
+# Builds it twice, pushes it to a throwaway local registry, and checks it (part of `make test`).
+image-check:
+	bash image/check

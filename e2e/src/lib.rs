@@ -485,3 +485,30 @@ pub async fn provision_volumes(client: Client) {
         let _ = volumes.create(&PostParams::default(), &volume).await;
     }
 }
+
+/// The local data plane's environment (`e2e/dataplane up` writes it):
+/// DATAPLANE_ENV, else e2e/.dataplane/env.
+pub fn dataplane_env() -> std::collections::HashMap<String, String> {
+    let path = std::env::var("DATAPLANE_ENV").unwrap_or_else(|_| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".dataplane/env").to_string_lossy().into_owned()
+    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}; start the data plane first: bash e2e/dataplane up"));
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('\'').trim_matches('"').to_string()))
+        .collect()
+}
+
+/// The ics-operator binary the data-plane tests run as a process:
+/// ICS_OPERATOR_BIN, else the debug build in Cargo's target directory.
+pub fn operator_binary() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("ICS_OPERATOR_BIN") {
+        return bin.into();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
+    target.join("debug/ics-operator")
+}

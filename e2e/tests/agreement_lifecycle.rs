@@ -66,7 +66,17 @@ async fn two_tenants(prefix: &str) -> (Client, (String, String), (String, String
 }
 
 async fn active_pair(prefix: &str, expires: &str) -> (Client, (String, String), (String, String)) {
-    let (client, (p, p_ns), (c, c_ns)) = two_tenants(prefix).await;
+    let (client, p, c) = two_tenants(prefix).await;
+    agree(client, p, c, expires).await
+}
+
+/// Both sides of an agreement between two Ready tenants, waited until Active.
+async fn agree(
+    client: Client,
+    (p, p_ns): (String, String),
+    (c, c_ns): (String, String),
+    expires: &str,
+) -> (Client, (String, String), (String, String)) {
     let types = ["MedicationStatement", "AllergyIntolerance", "CarePlan"];
     put(&client, &side("share", &p_ns, "Provider", "DSA-E2E-1", &c, &types, expires)).await.unwrap();
     put(&client, &side("receive", &c_ns, "Consumer", "DSA-E2E-1", &p, &types, expires)).await.unwrap();
@@ -141,8 +151,11 @@ async fn deleting_the_consumer_side_revokes_and_removes_the_routes() {
 
 #[tokio::test]
 async fn an_agreement_expires_at_its_instant_and_its_routes_go() {
-    let expires_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(12);
-    let (client, (p, p_ns), (c, _)) = active_pair("sa-exp", &expires_at.to_string()).await;
+    let (client, provider, consumer) = two_tenants("sa-exp").await;
+    // The instant is set once both tenants are Ready, so however long that
+    // took, the agreement has time to be seen Active before it expires.
+    let expires_at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30);
+    let (client, (p, p_ns), (c, _)) = agree(client, provider, consumer, &expires_at.to_string()).await;
     eventually("routes", || async { (share_routes(&client, &p_ns).await.len() == 3).then_some(()) }).await;
     wait_phase(&client, &p_ns, "share", "Expired").await;
     eventually("routes removed", || async { share_routes(&client, &p_ns).await.is_empty().then_some(()) }).await;

@@ -24,18 +24,8 @@ struct Plane {
 }
 
 fn plane() -> Plane {
-    let path = std::env::var("DATAPLANE_ENV").unwrap_or_else(|_| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".dataplane/env").to_string_lossy().into_owned()
-    });
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; start the data plane first: bash e2e/dataplane up"));
-    let env: HashMap<String, String> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('\'').trim_matches('"').to_string()))
-        .collect();
-    assert_eq!(env.get("GATEWAY_STATUS").map(String::as_str), Some("running"), "the gateway is not running: {path}");
+    let env = e2e::dataplane_env();
+    assert_eq!(env.get("GATEWAY_STATUS").map(String::as_str), Some("running"), "the gateway is not running");
     let _ = rustls::crypto::ring::default_provider().install_default();
     Plane { env, http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client") }
 }
@@ -160,6 +150,34 @@ async fn a_token_from_an_untrusted_issuer_is_refused_with_401() {
     let (status, _, _) =
         plane.get(&format!("{}/MedicationStatement", plane.var("FEDERATION_BASE")), Some(&token)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// Keycloak's `cm-provider-expiring` client is issued tokens that live one
+/// second. The gateway allows 30 s of clock skew, so the token works at
+/// first and is refused, as `invalid_token`, once its `exp` (plus the skew)
+/// has passed.
+#[tokio::test]
+async fn an_expired_token_is_refused_with_401() {
+    let _shared = POLICY.read().await;
+    let plane = plane();
+    let token = plane.token("EXPIRING").await;
+    let url = format!("{}/Patient/{}", plane.var("TENANT_BASE"), plane.var("OTHER_PATIENT_ID"));
+    let (status, _, body) = plane.get(&url, Some(&token)).await;
+    assert_eq!(status, StatusCode::OK, "a fresh token is accepted: {body}");
+    let mut refused = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (status, headers, body) = plane.get(&url, Some(&token)).await;
+        if status != StatusCode::OK {
+            refused = Some((status, headers, body));
+            break;
+        }
+    }
+    let (status, headers, body) = refused.expect("the gateway kept accepting a token 80 s after it expired");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let challenge = headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    assert!(is_outcome(&body), "{body}");
 }
 
 #[tokio::test]

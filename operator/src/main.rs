@@ -84,6 +84,8 @@ enum Command {
     },
     /// Run the record gateway in front of one tenant's record store (the data plane).
     Gateway(carerecord_gateway::cli::GatewayArgs),
+    /// Run one ProviderConnector: bring its provider's records into the tenant's record store (the data plane).
+    Connector(carerecord_connector::cli::ConnectorArgs),
     /// Print the version.
     Version,
 }
@@ -107,6 +109,10 @@ async fn main() -> ExitCode {
         Command::Catalogue { output } => catalogue(&output),
         Command::Probe { url, system, allow_cidr, output } => probe(&url, &system, allow_cidr, &output).await,
         Command::Gateway(args) => carerecord_gateway::cli::run(args).await.map_err(anyhow::Error::from),
+        Command::Connector(args) => {
+            ics_operator::telemetry::init();
+            carerecord_connector::cli::run(args).await.map_err(anyhow::Error::from)
+        }
         Command::Version => {
             println!("ics-operator {}", ics_operator::VERSION);
             Ok(())
@@ -184,10 +190,10 @@ fn crds() -> anyhow::Result<()> {
 }
 
 fn settings(path: Option<&str>) -> anyhow::Result<PlatformSettings> {
-    Ok(match path {
-        Some(p) => PlatformSettings::from_file(p)?,
-        None => PlatformSettings::default(),
-    })
+    // The chart passes the operator's own image, as deployed, for the record
+    // gateways (one version, one image); read here, at the binary's edge.
+    let operator_image = std::env::var(ics_operator::settings::OPERATOR_IMAGE_ENV).ok();
+    Ok(PlatformSettings::load(path, operator_image)?)
 }
 
 fn render(files: &[String], platform: Option<&str>, cnpg: bool, gateway_api: bool) -> anyhow::Result<()> {
@@ -247,10 +253,16 @@ fn render(files: &[String], platform: Option<&str>, cnpg: bool, gateway_api: boo
             );
         }
         let namespace = tenant.target_namespace();
-        let organisations = connectors
+        let own: Vec<_> =
+            connectors.iter().filter(|c| c.metadata.namespace.as_deref() == Some(namespace.as_str())).collect();
+        let organisations = own.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
+        let catalogue = ics_operator::catalogue::Catalogue::built_in();
+        let inbound_connectors = own
             .iter()
-            .filter(|c| c.metadata.namespace.as_deref() == Some(namespace.as_str()))
-            .map(|c| c.spec.provider.ods_code.clone())
+            .filter_map(|c| {
+                let profile = catalogue.get(&c.spec.system)?;
+                ics_operator::render::connector::inbound(c, profile, &namespace)
+            })
             .collect();
         let active_agreements =
             ics_operator::render::agreement::offline::active_for_provider(tenant, &decided, &tenants);
@@ -260,6 +272,7 @@ fn render(files: &[String], platform: Option<&str>, cnpg: bool, gateway_api: boo
             active_agreements,
             hostname_held_by: None,
             organisations,
+            inbound_connectors,
         };
         for child in render_tenant::render(tenant, &settings, &facts).into_children()? {
             out.push(child.to_value());

@@ -211,9 +211,10 @@ pub struct Images {
     pub postgres: String,
     /// Postgres operand image for CloudNativePG clusters.
     pub cloud_native_pg: String,
-    /// The record gateway: the operator's own image (the chart sets it from
-    /// the operator's), so every tenant's data plane runs the operator's
-    /// version.
+    /// The record gateway: the operator's own image, so every tenant's data
+    /// plane runs the operator's version. Unset, it is the image the
+    /// operator runs as (the chart passes it in `ICS_OPERATOR_IMAGE`; see
+    /// [`PlatformSettings::load`]), else this version's published image.
     pub record_gateway: String,
 }
 
@@ -237,12 +238,51 @@ pub enum SettingsError {
     Parse { path: String, source: serde_yaml::Error },
 }
 
+/// The environment variable in which the chart passes the operator its own
+/// image reference (`repository:tag` or `repository@sha256:...`), exactly as
+/// its Deployment runs it. Read by the binary, never by the library.
+pub const OPERATOR_IMAGE_ENV: &str = "ICS_OPERATOR_IMAGE";
+
 impl PlatformSettings {
     /// Loads settings from a YAML file; unknown keys are an error so a typo
     /// does not silently fall back to a default.
     pub fn from_file(path: &str) -> Result<Self, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?;
-        Self::from_yaml(&text).map_err(|source| SettingsError::Parse { path: path.into(), source })
+        Self::load(Some(path), None)
+    }
+
+    /// The settings the operator runs with: the file's (defaults without
+    /// one), with `operator_image` (the value of [`OPERATOR_IMAGE_ENV`], if
+    /// set) as the record gateway's image unless the file names one.
+    pub fn load(path: Option<&str>, operator_image: Option<String>) -> Result<Self, SettingsError> {
+        let text = match path {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| SettingsError::Read { path: path.into(), source })?
+            }
+            None => String::new(),
+        };
+        Self::from_yaml_with_operator_image(&text, operator_image)
+            .map_err(|source| SettingsError::Parse { path: path.unwrap_or("(defaults)").into(), source })
+    }
+
+    /// [`PlatformSettings::from_yaml`], then the operator's own image for
+    /// `images.recordGateway` where the text does not set it; an empty image
+    /// counts as none.
+    pub fn from_yaml_with_operator_image(
+        text: &str,
+        operator_image: Option<String>,
+    ) -> Result<Self, serde_yaml::Error> {
+        let mut settings = Self::from_yaml(text)?;
+        let named = |text: &str| {
+            serde_yaml::from_str::<serde_yaml::Value>(text)
+                .ok()
+                .is_some_and(|v| v.get("images").and_then(|i| i.get("recordGateway")).is_some())
+        };
+        if let Some(image) = operator_image.filter(|i| !i.trim().is_empty())
+            && !named(text)
+        {
+            settings.images.record_gateway = image;
+        }
+        Ok(settings)
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
@@ -294,6 +334,37 @@ mod tests {
         assert!(!images.allows("ghcr.io/carerecord-evil/miner:1"));
         assert!(!images.allows("evil.example/miner:1"));
         assert!(!ConnectorImages { allowed_registries: vec![] }.allows("ghcr.io/carerecord/x:1"));
+    }
+
+    #[test]
+    fn the_operator_image_is_the_record_gateway_default_unless_the_file_names_one() {
+        let deployed = Some("registry.example/ics-operator@sha256:abc".to_string());
+        let s =
+            PlatformSettings::from_yaml_with_operator_image("gateway:\n  name: shared\n", deployed.clone()).unwrap();
+        assert_eq!(s.images.record_gateway, "registry.example/ics-operator@sha256:abc");
+        assert_eq!(s.images.postgres, Images::default().postgres);
+        let s = PlatformSettings::from_yaml_with_operator_image("", deployed.clone()).unwrap();
+        assert_eq!(s.images.record_gateway, "registry.example/ics-operator@sha256:abc");
+        let s = PlatformSettings::from_yaml_with_operator_image(
+            "images:\n  recordGateway: mirror.example/gw:1\n",
+            deployed,
+        )
+        .unwrap();
+        assert_eq!(s.images.record_gateway, "mirror.example/gw:1");
+        for unset in [None, Some(String::new())] {
+            let s = PlatformSettings::from_yaml_with_operator_image("", unset).unwrap();
+            assert_eq!(s.images.record_gateway, format!("ghcr.io/carerecord/ics-operator:{}", crate::VERSION));
+        }
+        assert!(PlatformSettings::from_yaml_with_operator_image("gatway: {}\n", Some("x".into())).is_err());
+    }
+
+    /// One version everywhere: the chart's appVersion is the workspace's,
+    /// which is what `ics-operator version` prints and the default image tag.
+    #[test]
+    fn chart_app_version_is_the_workspace_version() {
+        let chart = include_str!("../../charts/ics-operator/Chart.yaml");
+        let chart: serde_yaml::Value = serde_yaml::from_str(chart).unwrap();
+        assert_eq!(chart["appVersion"].as_str(), Some(crate::VERSION), "charts/ics-operator/Chart.yaml appVersion");
     }
 
     #[test]

@@ -20,6 +20,7 @@ fn rendered(tenant: &CareRecordTenant, mode: DatabaseMode, gateway_api: bool) ->
         active_agreements: Vec::new(),
         hostname_held_by: None,
         organisations: Vec::new(),
+        inbound_connectors: Vec::new(),
     };
     let children = render(tenant, &PlatformSettings::default(), &facts).into_children().unwrap();
     let values: Vec<_> = children.iter().map(|c| c.to_value()).collect();
@@ -82,6 +83,112 @@ mod connectors {
         for c in connectors() {
             assert_eq!(ics_operator::render::validate::connector(&c), Ok(()), "{:?}", c.metadata.name);
         }
+    }
+
+    /// The connector configuration the operator renders for the example
+    /// connector `name`, with `edit` applied to its spec first.
+    fn config(name: &str, edit: impl FnOnce(&mut ProviderConnector)) -> carerecord_config::ConnectorConfig {
+        let tenant = example("tenant-statefulset.yaml");
+        let mut connector = connectors().into_iter().find(|c| c.metadata.name.as_deref() == Some(name)).unwrap();
+        edit(&mut connector);
+        let catalogue = Catalogue::built_in();
+        let profile = catalogue.get(&connector.spec.system).unwrap();
+        ics_operator::render::connector::connector_config(&connector, profile, &tenant)
+    }
+
+    #[test]
+    fn every_example_connector_renders_a_valid_contract() {
+        for c in connectors() {
+            let name = c.metadata.name.clone().unwrap();
+            assert_eq!(config(&name, |_| {}).validate(), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn no_built_in_profile_names_an_image_so_connectors_run_the_operators_own() {
+        assert!(Catalogue::built_in().iter().all(|p| p.image.is_none()));
+        let out = rendered("riverside-medical-centre");
+        assert!(out.contains(&format!("image: {}", PlatformSettings::default().images.record_gateway)), "{out}");
+    }
+
+    #[test]
+    fn a_gp_connect_connector_says_it_needs_the_spine_and_moves_nothing() {
+        let c = config("riverside-medical-centre", |c| c.spec.system = "gp-connect".into());
+        let carerecord_config::Source::Unavailable(u) = c.source else { panic!("{:?}", c.source) };
+        assert!(u.reason.contains("Spine"), "{}", u.reason);
+    }
+
+    #[test]
+    fn an_hl7v2_connector_listens_for_mllp_on_its_profiles_port() {
+        let c = config("riverside-medical-centre", |c| {
+            c.spec.system = "hl7v2-mllp".into();
+            c.spec.endpoint.url = "mllp://pas.example.nhs.uk:2575".into();
+        });
+        let carerecord_config::Source::Hl7v2Mllp(m) = c.source else { panic!("{:?}", c.source) };
+        assert_eq!(m.listen.port(), 2575);
+    }
+
+    #[test]
+    fn smart_backend_services_auth_reads_the_private_key_from_the_credentials_secret() {
+        use ics_operator::api::connector::{AuthMethod, EndpointAuth};
+        let c = config("riverside-medical-centre", |c| {
+            c.spec.endpoint.auth = Some(EndpointAuth {
+                method: AuthMethod::PrivateKeyJwt,
+                token_url: Some("https://fhir.emis.example.nhs.uk/oauth2/token".into()),
+                client_id: Some("carerecord-cm".into()),
+                scope: Some("system/*.rs".into()),
+                algorithm: None,
+                key_id: Some("k1".into()),
+            })
+        });
+        let carerecord_config::Source::FhirPoll(poll) = c.source else { panic!("{:?}", c.source) };
+        assert_eq!(
+            poll.auth,
+            carerecord_config::SourceAuth::PrivateKeyJwt {
+                token_url: "https://fhir.emis.example.nhs.uk/oauth2/token".into(),
+                client_id: "carerecord-cm".into(),
+                key_file: "/var/run/secrets/connector/private-key.pem".into(),
+                key_id: Some("k1".into()),
+                algorithm: carerecord_config::AssertionAlgorithm::RS384,
+                scope: Some("system/*.rs".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_fhir_connector_with_an_mllp_endpoint_renders_an_invalid_contract() {
+        let c = config("riverside-medical-centre", |c| c.spec.endpoint.url = "mllp://pas.example.nhs.uk:2575".into());
+        assert_eq!(c.validate().unwrap_err().field, "source.baseUrl");
+    }
+
+    #[test]
+    fn a_push_connector_is_forwarded_to_by_the_record_gateway_until_stopped() {
+        use ics_operator::api::connector::ConnectorState;
+        let catalogue = Catalogue::built_in();
+        let profile = catalogue.get("liquidlogic-las").unwrap();
+        let mut connector = connectors().into_iter().next().unwrap();
+        connector.spec.system = "liquidlogic-las".into();
+        let inbound = ics_operator::render::connector::inbound(&connector, profile, "scr-cheshire-merseyside").unwrap();
+        assert_eq!(inbound.name, "riverside-medical-centre");
+        assert_eq!(inbound.provider_ods_code, "N82054");
+        assert_eq!(inbound.upstream_url, "http://riverside-medical-centre.scr-cheshire-merseyside.svc:8080");
+        connector.spec.state = ConnectorState::Stopped;
+        assert_eq!(ics_operator::render::connector::inbound(&connector, profile, "scr-cheshire-merseyside"), None);
+    }
+
+    #[test]
+    fn a_polling_connector_is_not_forwarded_to() {
+        let catalogue = Catalogue::built_in();
+        let connector = connectors().into_iter().next().unwrap();
+        let profile = catalogue.get(&connector.spec.system).unwrap();
+        assert_eq!(ics_operator::render::connector::inbound(&connector, profile, "scr-cheshire-merseyside"), None);
+    }
+
+    #[test]
+    fn polling_reads_patients_first() {
+        let c = config("mersey-care", |c| c.spec.resources = vec!["Condition".into(), "Patient".into()]);
+        let carerecord_config::Source::FhirPoll(poll) = c.source else { panic!("{:?}", c.source) };
+        assert_eq!(poll.resources, vec!["Patient".to_string(), "Condition".to_string()]);
     }
 
     #[test]

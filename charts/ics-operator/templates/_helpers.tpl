@@ -18,3 +18,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: ics-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- /* The operator's image: repository@digest when a digest is pinned, else
+repository:tag (tag defaulting to the chart's appVersion). The operator runs
+it and is told it (ICS_OPERATOR_IMAGE) for the record gateways it renders. */ -}}
+{{- define "ics-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end -}}

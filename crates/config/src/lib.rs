@@ -7,12 +7,17 @@
 //! parsed as instants, categories mapped to security labels, resource types
 //! checked against FHIR) is compiled by the reader.
 
+mod connector;
 mod gateway;
 mod policy;
 mod validate;
 mod version;
 
+pub use connector::{
+    AssertionAlgorithm, ConnectorConfig, ConnectorProvider, FhirPoll, Mllp, Push, SecurityRule, Source, SourceAuth,
+    Unavailable,
+};
 pub use gateway::{AuditSettings, GatewayConfig, InboundConnector, Issuer, Tenant};
 pub use policy::{Agreement, Purpose, SensitiveCategory, SharingPolicy};
 pub use validate::{Invalid, is_ods_code};
-pub use version::{GatewayApiVersion, PolicyApiVersion};
+pub use version::{ConnectorApiVersion, GatewayApiVersion, PolicyApiVersion};

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::{GatewayConfig, SharingPolicy};
+use crate::{ConnectorConfig, GatewayConfig, SharingPolicy, Source, SourceAuth};
 
 /// Why a document is not acceptable, naming the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +125,54 @@ impl SharingPolicy {
             }
             if a.resources.is_empty() {
                 return Err(invalid(format!("agreements[{i}].resources"), "must name a resource type"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConnectorConfig {
+    /// Checks what serde cannot: names, codes and URL shapes. Resource type
+    /// names are checked by the connector, which has the FHIR facts.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !is_name(&self.name) {
+            return Err(invalid("name", "must be a ProviderConnector name (lower-case DNS label)"));
+        }
+        if !is_name(&self.tenant) {
+            return Err(invalid("tenant", "must be a CareRecordTenant name (lower-case DNS label)"));
+        }
+        if !is_ods_code(&self.provider.ods_code) {
+            return Err(invalid("provider.odsCode", "must be an ODS code ([A-Z0-9]{1,9})"));
+        }
+        if !is_http_url(&self.store_url) {
+            return Err(invalid("storeUrl", "must be an http(s) URL not ending with '/'"));
+        }
+        if let Source::FhirPoll(poll) = &self.source {
+            if !is_http_url(&poll.base_url) {
+                return Err(invalid("source.baseUrl", "must be an http(s) URL not ending with '/'"));
+            }
+            if poll.resources.is_empty() {
+                return Err(invalid("source.resources", "must name a resource type"));
+            }
+            if poll.interval_seconds == 0 {
+                return Err(invalid("source.intervalSeconds", "must be at least 1"));
+            }
+            if poll.page_size == 0 || poll.requests_per_second == 0 {
+                return Err(invalid("source", "pageSize and requestsPerSecond must be at least 1"));
+            }
+            let token_url = match &poll.auth {
+                SourceAuth::ClientSecret { token_url, .. } | SourceAuth::PrivateKeyJwt { token_url, .. } => {
+                    Some(token_url)
+                }
+                _ => None,
+            };
+            if token_url.is_some_and(|url| !is_http_url(url)) {
+                return Err(invalid("source.auth.tokenUrl", "must be an http(s) URL not ending with '/'"));
+            }
+        }
+        for (i, rule) in self.security_rules.iter().enumerate() {
+            if rule.categories.is_empty() {
+                return Err(invalid(format!("securityRules[{i}].categories"), "must name a category"));
             }
         }
         Ok(())

@@ -21,3 +21,12 @@ pub enum PolicyApiVersion {
     #[serde(rename = "carerecord.dev/sharing-policy/v1")]
     V1,
 }
+
+/// Version of the connector configuration document.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectorApiVersion {
+    /// The first version of the connector configuration.
+    #[default]
+    #[serde(rename = "carerecord.dev/connector/v1")]
+    V1,
+}

@@ -56,3 +56,19 @@ fn a_lower_case_ods_code_is_invalid() {
     policy.agreements[0].consumer_organisations = vec!["r0a".into()];
     assert_eq!(policy.validate().unwrap_err().field, "agreements[0].consumerOrganisations[0]");
 }
+
+#[test]
+fn readme_connector_example_loads_and_validates() {
+    let config: carerecord_config::ConnectorConfig = serde_yaml::from_str(&yaml_blocks()[2]).unwrap();
+    assert_eq!(config.api_version, carerecord_config::ConnectorApiVersion::V1);
+    assert!(matches!(config.source, carerecord_config::Source::FhirPoll(_)));
+    config.validate().unwrap();
+}
+
+#[test]
+fn a_connector_polling_no_resource_type_is_invalid() {
+    let text =
+        yaml_blocks()[2].replace("resources: [Patient, AllergyIntolerance, MedicationStatement]", "resources: []");
+    let config: carerecord_config::ConnectorConfig = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(config.validate().unwrap_err().field, "source.resources");
+}

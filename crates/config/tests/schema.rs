@@ -1,7 +1,7 @@
 //! The checked-in JSON Schemas are what the types generate. Run with
 //! `UPDATE_SCHEMA=1` to rewrite them after a deliberate change.
 
-use carerecord_config::{GatewayConfig, SharingPolicy};
+use carerecord_config::{ConnectorConfig, GatewayConfig, SharingPolicy};
 
 fn check(file: &str, schema: schemars::Schema) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(file);
@@ -27,4 +27,9 @@ fn gateway_schema_matches_the_checked_in_file() {
 #[test]
 fn sharing_policy_schema_matches_the_checked_in_file() {
     check("sharing-policy-v1.json", schemars::schema_for!(SharingPolicy));
+}
+
+#[test]
+fn connector_schema_matches_the_checked_in_file() {
+    check("connector-v1.json", schemars::schema_for!(ConnectorConfig));
 }

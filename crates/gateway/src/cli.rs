@@ -159,28 +159,11 @@ pub async fn run(args: GatewayArgs) -> Result<(), RunError> {
         .map_err(|source| RunError::Listen { address: config.admin_listen, source })?;
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, "listening");
     ready.set_ready();
-    let public = axum::serve(public, server::router(gateway)).with_graceful_shutdown(shutdown());
-    let admin = axum::serve(admin_listener, admin::router(registry, ready)).with_graceful_shutdown(shutdown());
+    let public = axum::serve(public, server::router(gateway)).with_graceful_shutdown(carerecord_serve::shutdown());
+    let admin = axum::serve(admin_listener, admin::router(registry, ready))
+        .with_graceful_shutdown(carerecord_serve::shutdown());
     tokio::select! {
         result = public => result.map_err(RunError::Serve),
         result = admin => result.map_err(RunError::Serve),
     }
-}
-
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
-            },
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -79,13 +79,30 @@ async fn handle(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Respo
     let policy = gw.policy.current();
     let decision = decision::decide(&http_request, &caller, &gw.settings, &policy, Timestamp::now());
     let outcome = match decision {
-        Decision::Deny { reason, .. } => Outcome::refused(reason),
+        Decision::Deny { reason, .. } => Outcome {
+            // The audit names what was asked for, even when it is refused.
+            action: attempted(method, &path, query.as_deref()),
+            forwarded_query: query.clone(),
+            ..Outcome::refused(reason)
+        },
         Decision::Allow { forward, filter } => serve(&gw, None, forward, filter, &parts.headers, body).await,
         Decision::AllowFederated { agreement, forward, filter } => {
             serve(&gw, Some(agreement), forward, filter, &parts.headers, body).await
         }
     };
     finish(&gw, started, &path, method, route, Some(&caller), outcome).await
+}
+
+/// What a refused request asked for, as far as it can be read.
+fn attempted(method: Method, path: &str, query: Option<&str>) -> Option<request::FhirAction> {
+    let rest = match request::Route::of(request::normalise_path(path).ok()?) {
+        request::Route::Tenant(rest)
+        | request::Route::Federation { rest, .. }
+        | request::Route::Inbound { rest, .. } => rest,
+        request::Route::Unknown => return None,
+    };
+    let has_page = request::parse_query(query).iter().any(|(k, _)| k == "_getpages");
+    request::classify(method, &rest, has_page).ok()
 }
 
 /// The result of serving a request, before audit.

@@ -133,13 +133,68 @@ pub struct Endpoint {
     #[x_kube(validation = Rule::new("self.matches('^(https|mllp)://[^/?#\\\\s]+')").message("endpoint.url must be an absolute https:// or mllp:// URL"))]
     pub url: String,
     /// Secret in this namespace with the credentials the connector (and the
-    /// probe) use: key `token` (bearer), or `username` and `password`.
+    /// probe) use, by `auth.method`: `token` (BearerToken, the default when
+    /// `auth` is absent), `client-secret` (ClientSecret), `private-key.pem`
+    /// (PrivateKeyJwt), `tls.crt` and `tls.key` (MutualTls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// How the connector authenticates to the provider's system (FHIR
+    /// sources). Absent: a bearer token from the credentials Secret, or none
+    /// without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EndpointAuth>,
     /// ConfigMap in this namespace with a `ca.crt` that signs the endpoint's
     /// certificate, when it is not publicly trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_config_map_ref: Option<SecretRef>,
+}
+
+/// How a connector authenticates to a provider's system; the secret parts
+/// come from the credentials Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.method in ['BearerToken', 'MutualTls'] || (has(self.tokenUrl) && has(self.clientId))").message("auth.tokenUrl and auth.clientId are required for ClientSecret and PrivateKeyJwt"))]
+pub struct EndpointAuth {
+    /// BearerToken, ClientSecret (OAuth 2.0 client credentials), PrivateKeyJwt
+    /// (SMART Backend Services) or MutualTls.
+    pub method: AuthMethod,
+    /// Token endpoint (ClientSecret, PrivateKeyJwt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("auth.tokenUrl must be an https:// URL"))]
+    pub token_url: Option<String>,
+    /// Client id registered with the provider (ClientSecret, PrivateKeyJwt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub client_id: Option<String>,
+    /// Scopes asked for, space-separated, e.g. `system/*.rs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub scope: Option<String>,
+    /// Signing algorithm of the client assertion (PrivateKeyJwt): RS384 (the
+    /// default) or ES384.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<AssertionAlgorithm>,
+    /// `kid` of the key registered with the provider (PrivateKeyJwt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub key_id: Option<String>,
+}
+
+/// Ways to authenticate to a provider's system.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    BearerToken,
+    ClientSecret,
+    PrivateKeyJwt,
+    MutualTls,
+}
+
+/// Client assertion signing algorithms SMART Backend Services names.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssertionAlgorithm {
+    RS384,
+    ES384,
 }
 
 /// A reference to an object in the connector's namespace.

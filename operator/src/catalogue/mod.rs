@@ -39,8 +39,14 @@ pub struct Profile {
     pub schedule: Schedule,
     /// Port the connector serves on (inbound pushes, health).
     pub port: i32,
-    /// Connector image.
-    pub image: String,
+    /// Connector image; absent (every built-in profile): the operator's own
+    /// image, running `ics-operator connector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Why connectors of this profile cannot move records on this platform
+    /// (e.g. a national service it cannot reach); they deploy and report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
     /// Profile-specific settings passed to the connector as they are.
     #[serde(default)]
     pub config: serde_json::Value,
@@ -117,7 +123,7 @@ fn validate(p: &Profile) -> Result<(), String> {
     if !(1..=65535).contains(&p.port) {
         return Err(format!("port {} is out of range", p.port));
     }
-    if p.image.is_empty() || p.image.contains(' ') {
+    if p.image.as_ref().is_some_and(|i| i.is_empty() || i.contains(' ')) {
         return Err("image must be a container image reference".into());
     }
     match (p.schedule.mode, p.schedule.interval_seconds) {

@@ -116,6 +116,19 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
                 ),
             })
         }
+        (Ok(()), Some(tenant), Some(profile))
+            if crate::render::connector::connector_config(&connector, profile, tenant).validate().is_err() =>
+        {
+            let problem = crate::render::connector::connector_config(&connector, profile, tenant)
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            Some(NotConfigured {
+                reason: "InvalidConfiguration",
+                message: format!("the connector's configuration would be invalid ({problem}); check spec.endpoint"),
+            })
+        }
         (Ok(()), Some(tenant), Some(_)) => {
             let max = tenant.spec.quota.as_ref().and_then(|q| q.max_connectors).unwrap_or(50);
             let all = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace)

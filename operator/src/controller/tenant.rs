@@ -253,7 +253,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     };
     // Everything this reconcile reads, read at once.
     let selector = labels::tenant_selector(&name);
-    let (mut live, (connectors, organisations), all_tenants) = futures::try_join!(
+    let (mut live, (connectors, (organisations, inbound_connectors)), all_tenants) = futures::try_join!(
         async { Ok(apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?) },
         count_connectors(ctx, &namespace),
         all_tenants(ctx),
@@ -266,6 +266,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         active_agreements,
         hostname_held_by,
         organisations,
+        inbound_connectors,
     };
     let connection = render_tenant::DatabaseConnection::for_tenant(&tenant, &ctx.settings, &facts);
     let mut children = render_tenant::render(&tenant, &ctx.settings, &facts).into_children()?;
@@ -362,7 +363,12 @@ async fn active_agreements(
 
 /// Connector counts, and the ODS codes of the providers they connect (who
 /// act for the tenant on its own `/fhir`).
-async fn count_connectors(ctx: &Context, namespace: &str) -> Result<(ConnectorCounts, Vec<String>)> {
+/// The tenant's connectors: how many are ready, the providers' ODS codes,
+/// and the push connectors its record gateway forwards to.
+async fn count_connectors(
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(ConnectorCounts, (Vec<String>, Vec<carerecord_config::InboundConnector>))> {
     let list = Api::<ProviderConnector>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
     let ready = list
         .items
@@ -374,7 +380,15 @@ async fn count_connectors(ctx: &Context, namespace: &str) -> Result<(ConnectorCo
     let mut providers: Vec<String> = list.items.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
     providers.sort();
     providers.dedup();
-    Ok((ConnectorCounts { ready: ready as i32, total: list.items.len() as i32 }, providers))
+    let inbound = list
+        .items
+        .iter()
+        .filter_map(|c| {
+            let profile = ctx.catalogue.get(&c.spec.system)?;
+            crate::render::connector::inbound(c, profile, namespace)
+        })
+        .collect();
+    Ok((ConnectorCounts { ready: ready as i32, total: list.items.len() as i32 }, (providers, inbound)))
 }
 
 fn served_kinds(served: Served) -> Vec<ChildKind> {

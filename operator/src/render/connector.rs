@@ -10,8 +10,8 @@ use gateway_api::httproutes::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -21,9 +21,17 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
-use crate::api::connector::{ConnectorState, ProviderConnector, Schedule, ScheduleMode};
+use std::net::SocketAddr;
+
+use carerecord_config::{
+    ConnectorApiVersion, ConnectorConfig, ConnectorProvider, FhirPoll, InboundConnector, Mllp, Push, Source,
+    SourceAuth, Unavailable,
+};
+
+use crate::api::connector::{
+    AssertionAlgorithm, AuthMethod, ConnectorState, Direction, ProviderConnector, Schedule, ScheduleMode,
+};
 use crate::api::tenant::CareRecordTenant;
 use crate::catalogue::{Profile, Protocol};
 use crate::render::child::{Child, ChildError, ChildKind};
@@ -88,7 +96,18 @@ struct Ctx<'a> {
     tenant_name: String,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(connector: &'a ProviderConnector, profile: &'a Profile, tenant: &'a CareRecordTenant) -> Self {
+        Ctx {
+            connector,
+            profile,
+            tenant,
+            name: connector.name_any(),
+            namespace: connector.namespace().unwrap_or_else(|| tenant.target_namespace()),
+            tenant_name: tenant.name_any(),
+        }
+    }
+
     fn meta(&self, name: &str, component: &str) -> ObjectMeta {
         let mut l = labels::tenant_labels(&self.tenant_name, component);
         l.insert(labels::CONNECTOR.into(), self.name.clone());
@@ -120,14 +139,13 @@ pub fn render(
     settings: &PlatformSettings,
     gateway_api: bool,
 ) -> ConnectorChildren {
-    let ctx = Ctx {
-        connector,
-        profile,
-        tenant,
-        name: connector.name_any(),
-        namespace: connector.namespace().unwrap_or_else(|| tenant.target_namespace()),
-        tenant_name: tenant.name_any(),
-    };
+    let ctx = Ctx::new(connector, profile, tenant);
+    let image = connector
+        .spec
+        .image
+        .clone()
+        .or_else(|| profile.image.clone())
+        .unwrap_or_else(|| settings.images.record_gateway.clone());
     let config = config_map(&ctx);
     let hash = crate::render::pod::config_hash(&config);
     let inbound = connector.spec.state != ConnectorState::Stopped
@@ -135,7 +153,7 @@ pub fn render(
         && profile.protocol == Protocol::FhirR4
         && gateway_api;
     ConnectorChildren {
-        deployment: deployment(&ctx, &hash),
+        deployment: deployment(&ctx, &hash, image),
         service: service(&ctx),
         network_policy: network_policy(&ctx),
         inbound_route: inbound.then(|| inbound_route(&ctx, settings)),
@@ -144,26 +162,136 @@ pub fn render(
     }
 }
 
-fn config_map(ctx: &Ctx) -> ConfigMap {
-    let spec = &ctx.connector.spec;
-    let endpoint = &spec.endpoint;
-    let config = json!({
-        "connector": ctx.name,
-        "tenant": ctx.tenant_name,
-        "provider": {"odsCode": spec.provider.ods_code, "name": spec.provider.name, "kind": spec.provider.kind},
-        "system": {"profile": ctx.profile.name, "protocol": ctx.profile.protocol, "settings": ctx.profile.config},
-        "direction": spec.direction,
-        "endpoint": {
-            "url": endpoint.url,
-            "credentialsFile": endpoint.credentials_secret_ref.as_ref().map(|_| "/var/run/secrets/connector"),
-            "caFile": endpoint.ca_config_map_ref.as_ref().map(|_| "/etc/connector/ca/ca.crt"),
+/// Where the connector's pod mounts its configuration and credentials.
+const CONFIG_DIR: &str = "/etc/connector";
+const CREDENTIALS_DIR: &str = "/var/run/secrets/connector";
+/// The connector's `/healthz`, `/readyz`, `/metrics` and `/status`.
+pub const CONNECTOR_ADMIN_PORT: i32 = 9090;
+/// Re-read before the cursor on every poll: servers commit late.
+const POLL_OVERLAP_SECONDS: u64 = 300;
+const POLL_REQUESTS_PER_SECOND: u32 = 10;
+
+fn any_address(port: i32) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], u16::try_from(port).unwrap_or(0)))
+}
+
+/// How the connector authenticates to the provider, from `endpoint.auth`
+/// and the credentials Secret (mounted at CREDENTIALS_DIR).
+fn source_auth(endpoint: &crate::api::connector::Endpoint) -> SourceAuth {
+    let file = |key: &str| format!("{CREDENTIALS_DIR}/{key}");
+    let Some(auth) = &endpoint.auth else {
+        return match endpoint.credentials_secret_ref {
+            Some(_) => SourceAuth::BearerToken { token_file: file("token") },
+            None => SourceAuth::None,
+        };
+    };
+    let token_url = auth.token_url.clone().unwrap_or_default();
+    let client_id = auth.client_id.clone().unwrap_or_default();
+    match auth.method {
+        AuthMethod::BearerToken => SourceAuth::BearerToken { token_file: file("token") },
+        AuthMethod::ClientSecret => SourceAuth::ClientSecret {
+            token_url,
+            client_id,
+            client_secret_file: file("client-secret"),
+            scope: auth.scope.clone(),
         },
-        "resources": effective_resources(ctx.connector, ctx.profile),
-        "schedule": effective_schedule(ctx.connector, ctx.profile),
-        "recordStore": format!("http://{RECORD_STORE}.{}.svc:{RECORD_STORE_PORT}/fhir", ctx.namespace),
-        "listen": {"port": ctx.profile.port},
-    });
-    let text = serde_yaml::to_string(&config).unwrap_or_default();
+        AuthMethod::PrivateKeyJwt => SourceAuth::PrivateKeyJwt {
+            token_url,
+            client_id,
+            key_file: file("private-key.pem"),
+            key_id: auth.key_id.clone(),
+            algorithm: match auth.algorithm {
+                Some(AssertionAlgorithm::ES384) => carerecord_config::AssertionAlgorithm::ES384,
+                Some(AssertionAlgorithm::RS384) | None => carerecord_config::AssertionAlgorithm::RS384,
+            },
+            scope: auth.scope.clone(),
+        },
+        AuthMethod::MutualTls => SourceAuth::MutualTls { cert_file: file("tls.crt"), key_file: file("tls.key") },
+    }
+}
+
+/// Where the connector's records come from, or why they cannot come.
+fn source(ctx: &Ctx) -> Source {
+    let spec = &ctx.connector.spec;
+    let unavailable = |reason: &str| Source::Unavailable(Unavailable { reason: reason.to_string() });
+    if let Some(reason) = &ctx.profile.unavailable {
+        return unavailable(reason);
+    }
+    if spec.direction == Direction::Consume {
+        return unavailable(
+            "direction Consume (records into the provider's system) is not supported by this connector version",
+        );
+    }
+    let schedule = effective_schedule(ctx.connector, ctx.profile);
+    match (ctx.profile.protocol, schedule.mode) {
+        (Protocol::Hl7v2Mllp, _) => {
+            Source::Hl7v2Mllp(Mllp { listen: any_address(ctx.profile.port), max_message_bytes: MLLP_MAX_MESSAGE_BYTES })
+        }
+        (Protocol::FhirR4, ScheduleMode::Push) => Source::Push(Push { listen: any_address(ctx.profile.port) }),
+        (Protocol::FhirR4, ScheduleMode::Subscription) => unavailable(
+            "FHIR Subscription (rest-hook) is not supported by this connector version; set spec.schedule.mode: Poll",
+        ),
+        (Protocol::FhirR4, ScheduleMode::Poll) => {
+            let mut resources = effective_resources(ctx.connector, ctx.profile);
+            // Patients first, so that references to them resolve.
+            resources.sort_by_key(|t| t != "Patient");
+            Source::FhirPoll(FhirPoll {
+                base_url: spec.endpoint.url.trim_end_matches('/').to_string(),
+                resources,
+                interval_seconds: schedule.interval_seconds.unwrap_or(900).max(1) as u64,
+                overlap_seconds: POLL_OVERLAP_SECONDS,
+                page_size: ctx.profile.config["pageSize"].as_u64().map_or(100, |n| n.clamp(1, 1000) as u32),
+                requests_per_second: POLL_REQUESTS_PER_SECOND,
+                auth: source_auth(&spec.endpoint),
+                ca_file: spec.endpoint.ca_config_map_ref.as_ref().map(|_| format!("{CONFIG_DIR}/ca/ca.crt")),
+            })
+        }
+    }
+}
+
+const MLLP_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// What the tenant's record gateway needs to forward `/inbound/<connector>`
+/// pushes to this connector: only for a FHIR push connector that is not
+/// Stopped.
+pub fn inbound(connector: &ProviderConnector, profile: &Profile, namespace: &str) -> Option<InboundConnector> {
+    let push = effective_schedule(connector, profile).mode == ScheduleMode::Push;
+    (push && profile.protocol == Protocol::FhirR4 && connector.spec.state != ConnectorState::Stopped).then(|| {
+        let name = connector.name_any();
+        InboundConnector {
+            upstream_url: format!("http://{name}.{namespace}.svc:{}", profile.port),
+            name,
+            provider_ods_code: connector.spec.provider.ods_code.clone(),
+        }
+    })
+}
+
+/// The connector's configuration: the `carerecord.dev/connector/v1` contract.
+pub fn connector_config(
+    connector: &ProviderConnector,
+    profile: &Profile,
+    tenant: &CareRecordTenant,
+) -> ConnectorConfig {
+    config_of(&Ctx::new(connector, profile, tenant))
+}
+
+fn config_of(ctx: &Ctx) -> ConnectorConfig {
+    let spec = &ctx.connector.spec;
+    ConnectorConfig {
+        api_version: ConnectorApiVersion::V1,
+        name: ctx.name.clone(),
+        tenant: ctx.tenant_name.clone(),
+        provider: ConnectorProvider { ods_code: spec.provider.ods_code.clone(), name: spec.provider.name.clone() },
+        profile: ctx.profile.name.clone(),
+        store_url: format!("http://{RECORD_STORE}.{}.svc:{RECORD_STORE_PORT}/fhir", ctx.namespace),
+        admin_listen: any_address(CONNECTOR_ADMIN_PORT),
+        source: source(ctx),
+        security_rules: Vec::new(),
+    }
+}
+
+fn config_map(ctx: &Ctx) -> ConfigMap {
+    let text = serde_yaml::to_string(&config_of(ctx)).unwrap_or_default();
     ConfigMap {
         metadata: ctx.meta(&format!("{}-config", ctx.name), "connector"),
         data: Some(BTreeMap::from([("connector.yaml".to_string(), text)])),
@@ -171,7 +299,7 @@ fn config_map(ctx: &Ctx) -> ConfigMap {
     }
 }
 
-fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
+fn deployment(ctx: &Ctx, hash: &str, image: String) -> Deployment {
     let spec = &ctx.connector.spec;
     let replicas = match spec.state {
         ConnectorState::Running => spec.replicas.unwrap_or(1),
@@ -189,7 +317,7 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
     let mut mounts = vec![
         VolumeMount {
             name: "config".into(),
-            mount_path: "/etc/connector".into(),
+            mount_path: CONFIG_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         },
@@ -203,7 +331,7 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
         });
         mounts.push(VolumeMount {
             name: "credentials".into(),
-            mount_path: "/var/run/secrets/connector".into(),
+            mount_path: CREDENTIALS_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         });
@@ -216,7 +344,7 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
         });
         mounts.push(VolumeMount {
             name: "ca".into(),
-            mount_path: "/etc/connector/ca".into(),
+            mount_path: format!("{CONFIG_DIR}/ca"),
             read_only: Some(true),
             ..Default::default()
         });
@@ -224,14 +352,22 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
     let q = |s: &str| Quantity(s.into());
     let container = Container {
         name: "connector".into(),
-        image: Some(spec.image.clone().unwrap_or_else(|| ctx.profile.image.clone())),
-        args: Some(vec!["--config".into(), "/etc/connector/connector.yaml".into()]),
-        ports: Some(vec![ContainerPort {
-            name: Some("inbound".into()),
-            container_port: port,
-            protocol: Some("TCP".into()),
-            ..ContainerPort::default()
-        }]),
+        image: Some(image),
+        args: Some(vec!["connector".into(), "--config".into(), format!("{CONFIG_DIR}/connector.yaml")]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("inbound".into()),
+                container_port: port,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: CONNECTOR_ADMIN_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+        ]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), q("100m")),
@@ -244,11 +380,8 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
             ])),
             ..ResourceRequirements::default()
         }),
-        readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port), host: None }),
-            period_seconds: Some(10),
-            ..Probe::default()
-        }),
+        readiness_probe: Some(http_probe("/readyz", 10)),
+        liveness_probe: Some(http_probe("/healthz", 20)),
         security_context: Some(restricted_container()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -276,6 +409,18 @@ fn deployment(ctx: &Ctx, hash: &str) -> Deployment {
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        ..Probe::default()
     }
 }
 

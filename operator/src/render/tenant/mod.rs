@@ -48,6 +48,8 @@ pub struct Facts {
     /// ODS codes of the tenant's providers (its connectors'), who act for
     /// the tenant on its own `/fhir` besides its ICB.
     pub organisations: Vec<String>,
+    /// Push connectors the record gateway forwards `/inbound/<connector>` to.
+    pub inbound_connectors: Vec<carerecord_config::InboundConnector>,
 }
 
 /// An Active agreement in which this tenant is the provider, as the record
@@ -352,6 +354,7 @@ spec:
             active_agreements: Vec::new(),
             hostname_held_by: None,
             organisations: Vec::new(),
+            inbound_connectors: Vec::new(),
         }
     }
 }

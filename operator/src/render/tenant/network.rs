@@ -108,14 +108,9 @@ pub(super) fn policies(ctx: &Ctx) -> Vec<NetworkPolicy> {
             component(RECORD_GATEWAY),
             ingress(vec![namespace(front_door)], vec![tcp(RECORD_GATEWAY_PORT)]),
         ),
-        // The gateway forwards to the record store, and fetches the trusted
-        // issuers' keys (OIDC discovery and JWKS over HTTPS).
-        policy(
-            ctx,
-            "record-gateway-egress",
-            component(RECORD_GATEWAY),
-            egress(vec![to(Some(vec![pods(RECORD_STORE)]), vec![tcp(RECORD_STORE_PORT)]), to(None, vec![tcp(443)])]),
-        ),
+        // The gateway forwards to the record store and to push connectors,
+        // and fetches the trusted issuers' keys (OIDC discovery and JWKS over HTTPS).
+        policy(ctx, "record-gateway-egress", component(RECORD_GATEWAY), egress(gateway_egress(ctx))),
     ];
     let database = match ctx.facts.database_mode {
         // An external database lives at an address the operator cannot know.
@@ -167,6 +162,25 @@ pub(super) fn policies(ctx: &Ctx) -> Vec<NetworkPolicy> {
         }
     }
     out
+}
+
+/// Where the record gateway may connect: the record store, the push
+/// connectors' ports, and HTTPS (the issuers' keys).
+fn gateway_egress(ctx: &Ctx) -> Vec<NetworkPolicyEgressRule> {
+    let mut rules = vec![to(Some(vec![pods(RECORD_STORE)]), vec![tcp(RECORD_STORE_PORT)])];
+    let mut ports: Vec<i32> = ctx
+        .facts
+        .inbound_connectors
+        .iter()
+        .filter_map(|c| c.upstream_url.rsplit_once(':').and_then(|(_, port)| port.parse().ok()))
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if !ports.is_empty() {
+        rules.push(to(Some(vec![pods(super::CONNECTOR_COMPONENT)]), ports.into_iter().map(tcp).collect()));
+    }
+    rules.push(to(None, vec![tcp(443)]));
+    rules
 }
 
 #[cfg(test)]

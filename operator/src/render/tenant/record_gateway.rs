@@ -63,7 +63,7 @@ pub(crate) fn config(ctx: &Ctx) -> GatewayConfig {
         issuers: ctx.settings.trusted_issuers.clone(),
         audit: AuditSettings::default(),
         policy_file: Some(format!("{POLICY_DIR}/{POLICY_KEY}")),
-        inbound_connectors: Vec::new(),
+        inbound_connectors: ctx.facts.inbound_connectors.clone(),
     }
 }
 
@@ -284,6 +284,7 @@ mod tests {
     fn facts() -> Facts {
         Facts {
             organisations: vec!["G3472185".into()],
+            inbound_connectors: Vec::new(),
             active_agreements: vec![ActiveAgreement {
                 agreement_id: "DSA-1".into(),
                 consumer_tenant: "greater-manchester".into(),
