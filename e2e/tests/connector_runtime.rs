@@ -9,6 +9,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use e2e::eventually;
@@ -31,9 +33,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Names unique to one run of one test, so that runs never see each
-/// other's records (the store keeps them, and the connector's cursor):
-/// a connector name, a provider ODS code and a block of 500 NHS numbers.
+/// Names unique to one run of one test, so that tests never see each
+/// other's records (the store keeps them, and the connector's cursor): a
+/// connector name, a provider ODS code and a block of 500 NHS numbers. A
+/// run takes a random region of NHS numbers, above the data plane's own
+/// (its connector's practice starts at 200000), and each test its own block
+/// in it: a patient is written on its NHS number, so two tests sharing one
+/// would overwrite each other's.
 struct Names {
     connector: String,
     ods: String,
@@ -41,12 +47,15 @@ struct Names {
 }
 
 fn names(test: &str) -> Names {
-    let n: u32 = rand::random_range(0..900);
+    static REGION: OnceLock<u64> = OnceLock::new();
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
+    let region = *REGION.get_or_init(|| 300_000 + rand::random_range(0..60u64) * 10_000);
+    let block = region + NEXT_BLOCK.fetch_add(1, Ordering::SeqCst) * 500;
     let tag: u32 = rand::random();
     Names {
         connector: format!("{test}-{:06x}", tag & 0xff_ffff),
         ods: format!("Q{:06}", tag % 1_000_000),
-        nhs_seed: 100_000 + u64::from(n) * 500,
+        nhs_seed: block,
     }
 }
 
@@ -399,7 +408,8 @@ async fn an_adt_a01_then_a08_for_one_nhs_number_gives_one_patient_updated() {
     use carerecord_hl7v2::fixtures::{AdtEvent, SyntheticPatient, adt};
     let n = names("mllp-adt");
     let (_connector, address) = mllp_connector(&n.connector, &n.ods);
-    let mut patient = SyntheticPatient::nth(n.nhs_seed as u32);
+    // nth(m) numbers patients 999<2m>: m = seed / 2 keeps them in this test's block.
+    let mut patient = SyntheticPatient::nth((n.nhs_seed / 2) as u32);
     let a01 = adt(AdtEvent::A01, &patient, "V170001", "MSG170001", "20261125093000");
     let ack = tokio::task::spawn_blocking({
         let address = address.clone();
@@ -427,7 +437,7 @@ async fn a_malformed_message_is_refused_and_the_next_good_one_is_taken() {
     use carerecord_hl7v2::fixtures::{AdtEvent, SyntheticPatient, adt};
     let n = names("mllp-bad");
     let (_connector, address) = mllp_connector(&n.connector, &n.ods);
-    let patient = SyntheticPatient::nth(n.nhs_seed as u32 + 1);
+    let patient = SyntheticPatient::nth((n.nhs_seed / 2) as u32 + 1);
     // A valid header, but the PID's NHS number fails its check digit.
     let good = adt(AdtEvent::A04, &patient, "V180001", "MSG180002", "20261125093000");
     let bad = good.replace("MSG180002", "MSG180001").replace(&patient.nhs_number, "9990000019");
