@@ -512,3 +512,11 @@ pub fn operator_binary() -> std::path::PathBuf {
         std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root.join("target"));
     target.join("debug/ics-operator")
 }
+
+/// A TCP port free on localhost now, for a process a test or bench starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free localhost port")
+}

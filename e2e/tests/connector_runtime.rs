@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use e2e::eventually;
+use e2e::{eventually, free_port};
 use serde_json::{Value, json};
 
 const TYPES: [&str; 6] =
@@ -27,10 +27,6 @@ fn http() -> reqwest::Client {
 /// GETs JSON from the store, past any cache.
 async fn get_json(url: &str) -> Value {
     http().get(url).header("Cache-Control", "no-cache").send().await.unwrap().json().await.unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Names unique to one run of one test, so that tests never see each

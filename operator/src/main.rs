@@ -256,7 +256,6 @@ fn render(files: &[String], platform: Option<&str>, cnpg: bool, gateway_api: boo
         let own: Vec<_> =
             connectors.iter().filter(|c| c.metadata.namespace.as_deref() == Some(namespace.as_str())).collect();
         let organisations = own.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
-        let catalogue = ics_operator::catalogue::Catalogue::built_in();
         let inbound_connectors = own
             .iter()
             .filter_map(|c| {

@@ -178,11 +178,8 @@ impl Listener {
     }
 
     async fn keep(&self, letter: DeadLetter, raw: &Value) -> Result<(), StoreError> {
-        let meta = serde_json::json!({
-            "source": self.provenance.source,
-            "tag": [{"system": transform::ODS_SYSTEM, "code": self.provenance.provider_ods}],
-        });
-        self.store.commit(&transform::transaction(vec![letter.entry(&self.key, &meta, raw)])).await?;
+        let entry = letter.entry(&self.key, &self.provenance.meta(), raw);
+        self.store.commit(&transform::transaction(vec![entry])).await?;
         tracing::warn!(message = %letter.source_ref, reason = %letter.reason, "dead letter: the store refused a message");
         self.status.dead_letter(letter);
         Ok(())

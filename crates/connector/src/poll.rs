@@ -198,7 +198,7 @@ impl Poller {
             return self.commit_cursor_if_moved(cursor).await;
         }
         let mut entries: Vec<Value> = prepared.iter().map(transform::transaction_entry).collect();
-        entries.push(cursor.entry(&self.key, &self.record_meta()));
+        entries.push(cursor.entry(&self.key, &self.provenance.meta()));
         match self.store.commit(&transform::transaction(entries)).await {
             Ok(_) => {
                 self.note_written(&prepared);
@@ -260,14 +260,6 @@ impl Poller {
         self.status.written(prepared.len() as u64);
     }
 
-    /// Provenance on the connector's own records (cursor, dead letters).
-    fn record_meta(&self) -> Value {
-        serde_json::json!({
-            "source": self.provenance.source,
-            "tag": [{"system": transform::ODS_SYSTEM, "code": self.provenance.provider_ods}],
-        })
-    }
-
     async fn commit_cursor_if_moved(&mut self, cursor: &Cursor) -> Result<(), PollError> {
         let stored = self.store.cursor(&self.key).await?;
         if stored == *cursor { Ok(()) } else { self.commit_cursor(cursor, Vec::new()).await }
@@ -275,7 +267,7 @@ impl Poller {
 
     /// Writes the cursor, with any dead letters it moves past, in one transaction.
     async fn commit_cursor(&mut self, cursor: &Cursor, letters: Vec<(DeadLetter, Value)>) -> Result<(), PollError> {
-        let meta = self.record_meta();
+        let meta = self.provenance.meta();
         let mut entries = vec![cursor.entry(&self.key, &meta)];
         entries.extend(letters.iter().map(|(letter, record)| letter.entry(&self.key, &meta, record)));
         self.store.commit(&transform::transaction(entries)).await?;

@@ -44,6 +44,15 @@ impl Provenance {
         format!("{SOURCE_ID_SYSTEM_PREFIX}{}", self.provider_ods)
     }
 
+    /// `meta` of every record the connector writes: who wrote it (`source`)
+    /// and for which provider (a tag with its ODS code).
+    pub fn meta(&self) -> Value {
+        json!({
+            "source": self.source,
+            "tag": [{"system": ODS_SYSTEM, "code": self.provider_ods}],
+        })
+    }
+
     /// The `meta.security` labels a record of `resource_type` gets.
     pub fn labels_for(&self, resource_type: &str) -> Vec<Value> {
         let categories: BTreeSet<SensitiveCategory> = self
@@ -129,10 +138,7 @@ pub fn prepare(
     }
     rewrite_references(&mut resource, &source_system, patients);
     let security = provenance.labels_for(resource_type);
-    let mut meta = json!({
-        "source": provenance.source,
-        "tag": [{"system": ODS_SYSTEM, "code": provenance.provider_ods}],
-    });
+    let mut meta = provenance.meta();
     if !security.is_empty() {
         meta["security"] = Value::Array(security);
     }

@@ -47,21 +47,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The data plane's env file: DATAPLANE_ENV, else e2e/.dataplane/env.
-fn dataplane_env() -> Result<(PathBuf, HashMap<String, String>)> {
-    let path =
-        std::env::var_os("DATAPLANE_ENV").map(PathBuf::from).unwrap_or_else(|| root().join("e2e/.dataplane/env"));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: start the data plane first: bash e2e/dataplane up", path.display()))?;
-    let env = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Ok((path, env))
-}
-
 struct Plane {
     env: HashMap<String, String>,
     http: reqwest::Client,
@@ -94,10 +79,12 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(plane: &Plane, env_file: &Path, http: &reqwest::Client) -> Result<Self> {
+    async fn start(plane: &Plane, http: &reqwest::Client) -> Result<Self> {
         let bin = std::env::var_os("ICS_OPERATOR_BIN").context("ICS_OPERATOR_BIN names the ics-operator binary")?;
-        let state = env_file.parent().context("env file has a directory")?;
-        let (listen, admin) = (free_port()?, free_port()?);
+        // The data plane keeps the page key beside the gateway's configuration.
+        let config = Path::new(plane.var("GATEWAY_CONFIG_FILE")?);
+        let page_key = config.parent().context("the gateway's configuration has a directory")?.join("page-key");
+        let (listen, admin) = (e2e::free_port(), e2e::free_port());
         let log = std::fs::File::create(std::env::temp_dir().join("gateway-bench.log"))?;
         let child = Command::new(bin)
             .arg("gateway")
@@ -112,7 +99,7 @@ impl Gateway {
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin}"))
             .arg("--page-key-file")
-            .arg(state.join("gateway/page-key"))
+            .arg(page_key)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -149,10 +136,6 @@ impl Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// One request, the same on both paths but for the base and the token.
@@ -244,12 +227,12 @@ fn round(ms: f64) -> f64 {
 async fn main() -> Result<()> {
     let a = args()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (env_file, env) = dataplane_env()?;
+    let env = e2e::dataplane_env();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let plane = Plane { env, http: http.clone() };
     let store = plane.var("STORE_URL")?.to_string();
     let patient = plane.var("OTHER_PATIENT_ID")?.to_string();
-    let mut gateway = Gateway::start(&plane, &env_file, &http).await?;
+    let mut gateway = Gateway::start(&plane, &http).await?;
     let result = measure(&plane, &http, &store, &patient, &gateway, &a).await;
     let memory = gateway.memory_mib();
     gateway.stop();

@@ -84,6 +84,13 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
     let served = ctx.capabilities.get().await?;
     let tenant = super::tenant_of(&ctx, &namespace).await?;
     let profile = ctx.catalogue.get(&connector.spec.system).cloned();
+    // The contract the connector would read, checked once.
+    let invalid_contract = match (&tenant, &profile) {
+        (Some(tenant), Some(profile)) => {
+            crate::render::connector::connector_config(&connector, profile, tenant).validate().err()
+        }
+        _ => None,
+    };
     let problem = match (crate::render::validate::connector(&connector), &tenant, &profile) {
         (Err(invalid), _, _) => Some(NotConfigured { reason: "InvalidSpec", message: invalid.to_string() }),
         (Ok(()), None, _) => Some(NotConfigured {
@@ -116,19 +123,13 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
                 ),
             })
         }
-        (Ok(()), Some(tenant), Some(profile))
-            if crate::render::connector::connector_config(&connector, profile, tenant).validate().is_err() =>
-        {
-            let problem = crate::render::connector::connector_config(&connector, profile, tenant)
-                .validate()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            Some(NotConfigured {
-                reason: "InvalidConfiguration",
-                message: format!("the connector's configuration would be invalid ({problem}); check spec.endpoint"),
-            })
-        }
+        (Ok(()), Some(_), Some(_)) if invalid_contract.is_some() => Some(NotConfigured {
+            reason: "InvalidConfiguration",
+            message: format!(
+                "the connector's configuration would be invalid ({}); check spec.endpoint",
+                invalid_contract.as_ref().map(ToString::to_string).unwrap_or_default()
+            ),
+        }),
         (Ok(()), Some(tenant), Some(_)) => {
             let max = tenant.spec.quota.as_ref().and_then(|q| q.max_connectors).unwrap_or(50);
             let all = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace)
