@@ -166,6 +166,7 @@ pub fn settings() -> ics_operator::settings::PlatformSettings {
     let mut s = ics_operator::settings::PlatformSettings::default();
     s.probe.allowed_cidrs = vec!["127.0.0.0/8".parse().expect("CIDR")];
     s.probe.interval_seconds = 15;
+    s.connector_status.interval_seconds = 2;
     s
 }
 

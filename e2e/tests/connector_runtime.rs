@@ -116,7 +116,6 @@ impl Connector {
     }
 
     fn start_with(name: &str, source: Value, ods: &str) -> Self {
-        let dir = Self::config_dir(name);
         let admin_port = free_port();
         let config = json!({
             "apiVersion": "carerecord.dev/connector/v1",
@@ -128,9 +127,15 @@ impl Connector {
             "adminListen": format!("127.0.0.1:{admin_port}"),
             "source": source,
         });
-        let path = dir.join("connector.yaml");
-        std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-        let mut connector = Connector { process: None, config: path, admin: format!("http://127.0.0.1:{admin_port}") };
+        Self::start_from(name, &config)
+    }
+
+    /// A connector running `config` as it is.
+    fn start_from(name: &str, config: &Value) -> Self {
+        let path = Self::config_dir(name).join("connector.yaml");
+        std::fs::write(&path, serde_yaml::to_string(config).unwrap()).unwrap();
+        let admin = format!("http://{}", config["adminListen"].as_str().expect("adminListen"));
+        let mut connector = Connector { process: None, config: path, admin };
         connector.restart();
         connector
     }
@@ -443,4 +448,65 @@ async fn a_malformed_message_is_refused_and_the_next_good_one_is_taken() {
     assert!(refused.starts_with("MSA|AE|MSG180001") || refused.starts_with("MSA|AR|MSG180001"), "{bad_ack}");
     assert!(bad_ack.contains("ERR|"), "the ACK says why: {bad_ack}");
     assert!(msa(&good_ack).starts_with("MSA|AA|MSG180002"), "{good_ack}");
+}
+
+/// The operator reads a running connector's `/status` from its pod's address
+/// into the ProviderConnector's `status.sync` and `Synced` condition. The
+/// connector is the one the operator rendered (its ConfigMap), run here as
+/// a process on the address kwok gave its pod (`e2e/cluster` routes kwok's
+/// pod network to this machine), writing into the real record store.
+#[tokio::test]
+async fn the_connector_status_reaches_the_provider_connector_on_the_real_api_server() {
+    use carerecord_hl7v2::fixtures::{AdtEvent, SyntheticPatient, adt};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use kube::api::{Api, ListParams};
+    e2e::shared_operator();
+    let client = e2e::client().await;
+    let (tenant, ns) = e2e::ready_tenant(&client, "conn-sync", json!({})).await;
+    let n = names("sync");
+    let peer = e2e::tcp_listener().await;
+    let manifest = e2e::connector(&n.connector, &ns, "hl7v2-mllp", &format!("mllp://{peer}"));
+    e2e::apply_connector(&client, &manifest).await.unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let selector = format!("carerecord.dev/connector={}", n.connector);
+    let address = eventually("a ready connector pod with an address", || async {
+        let list = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
+        list.items.into_iter().find_map(|p| {
+            let status = p.status?;
+            let ready = status.conditions?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(status.pod_ip?)
+        })
+    })
+    .await;
+    let local = std::net::TcpListener::bind((address.as_str(), 0));
+    assert!(
+        local.is_ok(),
+        "kwok's pod address {address} is not routed to this machine (e2e/cluster up adds the route; it needs CAP_NET_ADMIN)"
+    );
+    drop(local);
+    let rendered = eventually("the connector's ConfigMap", || async {
+        Api::<ConfigMap>::namespaced(client.clone(), &ns).get_opt(&format!("{}-config", n.connector)).await.ok()?
+    })
+    .await;
+    let mut config: Value = serde_yaml::from_str(&rendered.data.unwrap()["connector.yaml"]).unwrap();
+    // What the cluster's DNS and Service would give the pod, on this machine.
+    let listen = format!("127.0.0.1:{}", free_port());
+    config["storeUrl"] = json!(store_url());
+    config["adminListen"] = json!(format!("{address}:9090"));
+    config["source"]["listen"] = json!(listen);
+    let _connector = Connector::start_from(&n.connector, &config);
+    let patient = SyntheticPatient::nth((n.nhs_seed / 2) as u32);
+    let a01 = adt(AdtEvent::A01, &patient, "V180001", "MSG180001", "20261202093000");
+    let ack = tokio::task::spawn_blocking(move || send(&listen, &a01)).await.unwrap();
+    assert!(msa(&ack).starts_with("MSA|AA|MSG180001"), "{ack}");
+    let api = e2e::connectors(&client, &ns);
+    let sync = eventually("status.sync counts the record", || async {
+        let sync = api.get(&n.connector).await.ok()?.status?.sync?;
+        (sync.records_written >= 1).then_some(sync)
+    })
+    .await;
+    assert!(sync.last_successful_sync.is_some(), "{sync:?}");
+    assert_eq!(sync.last_error, None);
+    e2e::wait_connector_condition(&client, &ns, &n.connector, "Synced", "True").await;
+    e2e::remove_tenant(&client, &tenant).await;
 }

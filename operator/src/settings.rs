@@ -24,6 +24,8 @@ pub struct PlatformSettings {
     pub dns_namespace: String,
     /// How provider endpoints are probed.
     pub probe: ProbeSettings,
+    /// How the operator reads each running connector's own `/status`.
+    pub connector_status: ConnectorStatusSettings,
     /// Extra connector profiles, from a ConfigMap (key `profiles.yaml`).
     pub catalogue: Option<ConfigMapRef>,
     /// The operator's own namespace (the chart sets it); never a tenant's.
@@ -137,6 +139,25 @@ impl Default for ProbeSettings {
     }
 }
 
+/// Reading connectors' `/status` (their pods' admin port) into
+/// `status.sync`. A read that finds nothing new writes nothing.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ConnectorStatusSettings {
+    /// Seconds between reads of one connector's status.
+    pub interval_seconds: u64,
+    /// Limit for one read, in seconds.
+    pub timeout_seconds: u64,
+    /// Reads running at once, across all connectors.
+    pub max_concurrent: usize,
+}
+
+impl Default for ConnectorStatusSettings {
+    fn default() -> Self {
+        Self { interval_seconds: 30, timeout_seconds: 2, max_concurrent: 16 }
+    }
+}
+
 /// A ConfigMap by namespace and name.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -155,6 +176,7 @@ impl Default for PlatformSettings {
             cloud_native_pg_namespace: "cnpg-system".into(),
             dns_namespace: "kube-system".into(),
             probe: ProbeSettings::default(),
+            connector_status: ConnectorStatusSettings::default(),
             catalogue: None,
             operator_namespace: "ics-system".into(),
             reserved_namespaces: Vec::new(),

@@ -10,6 +10,7 @@
 mod connector;
 mod gateway;
 mod policy;
+mod status;
 mod validate;
 mod version;
 
@@ -19,5 +20,6 @@ pub use connector::{
 };
 pub use gateway::{AuditSettings, GatewayConfig, InboundConnector, Issuer, Tenant};
 pub use policy::{Agreement, Purpose, SensitiveCategory, SharingPolicy};
+pub use status::{ConnectorStatus, DeadLetterSummary, SourceKind};
 pub use validate::{Invalid, is_ods_code};
-pub use version::{ConnectorApiVersion, GatewayApiVersion, PolicyApiVersion};
+pub use version::{ConnectorApiVersion, ConnectorStatusApiVersion, GatewayApiVersion, PolicyApiVersion};

@@ -30,3 +30,12 @@ pub enum ConnectorApiVersion {
     #[serde(rename = "carerecord.dev/connector/v1")]
     V1,
 }
+
+/// Version of the connector's `/status` document.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectorStatusApiVersion {
+    /// The first version of the connector status.
+    #[default]
+    #[serde(rename = "carerecord.dev/connector-status/v1")]
+    V1,
+}

@@ -72,3 +72,23 @@ fn a_connector_polling_no_resource_type_is_invalid() {
     let config: carerecord_config::ConnectorConfig = serde_yaml::from_str(&text).unwrap();
     assert_eq!(config.validate().unwrap_err().field, "source.resources");
 }
+
+#[test]
+fn readme_connector_status_example_loads() {
+    let status: carerecord_config::ConnectorStatus = serde_yaml::from_str(&yaml_blocks()[3]).unwrap();
+    assert_eq!(status.api_version, carerecord_config::ConnectorStatusApiVersion::V1);
+    assert_eq!((status.records_written, status.source), (1204, carerecord_config::SourceKind::FhirPoll));
+}
+
+#[test]
+fn a_connector_status_with_a_field_this_reader_does_not_know_is_still_read() {
+    let text = yaml_blocks()[3].replace("throttled: 2", "throttled: 2\nsomethingNew: 7");
+    let status: carerecord_config::ConnectorStatus = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(status.throttled, 2);
+}
+
+#[test]
+fn a_connector_status_of_another_version_is_rejected() {
+    let text = yaml_blocks()[3].replace("connector-status/v1", "connector-status/v2");
+    assert!(serde_yaml::from_str::<carerecord_config::ConnectorStatus>(&text).is_err());
+}

@@ -1,7 +1,7 @@
 //! The checked-in JSON Schemas are what the types generate. Run with
 //! `UPDATE_SCHEMA=1` to rewrite them after a deliberate change.
 
-use carerecord_config::{ConnectorConfig, GatewayConfig, SharingPolicy};
+use carerecord_config::{ConnectorConfig, ConnectorStatus, GatewayConfig, SharingPolicy};
 
 fn check(file: &str, schema: schemars::Schema) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(file);
@@ -32,4 +32,9 @@ fn sharing_policy_schema_matches_the_checked_in_file() {
 #[test]
 fn connector_schema_matches_the_checked_in_file() {
     check("connector-v1.json", schemars::schema_for!(ConnectorConfig));
+}
+
+#[test]
+fn connector_status_schema_matches_the_checked_in_file() {
+    check("connector-status-v1.json", schemars::schema_for!(ConnectorStatus));
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carerecord_config::{ConnectorConfig, Source};
+use carerecord_config::{ConnectorConfig, Source, SourceKind};
 
 use crate::poll::Poller;
 use crate::source::{SourceClient, SourceError};
@@ -70,19 +70,19 @@ pub fn source_uri(config: &ConnectorConfig) -> String {
     format!("https://carerecord.dev/connector/{}/{}", config.tenant, config.name)
 }
 
-fn source_kind(source: &Source) -> &'static str {
+fn source_kind(source: &Source) -> SourceKind {
     match source {
-        Source::FhirPoll(_) => "FhirPoll",
-        Source::Hl7v2Mllp(_) => "Hl7v2Mllp",
-        Source::Push(_) => "Push",
-        Source::Unavailable(_) => "Unavailable",
+        Source::FhirPoll(_) => SourceKind::FhirPoll,
+        Source::Hl7v2Mllp(_) => SourceKind::Hl7v2Mllp,
+        Source::Push(_) => SourceKind::Push,
+        Source::Unavailable(_) => SourceKind::Unavailable,
     }
 }
 
 pub async fn run(args: ConnectorArgs) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = effective_config(&args)?;
-    let status = Arc::new(StatusBoard::new(source_kind(&config.source)));
+    let status = Arc::new(StatusBoard::new(&config.name, source_kind(&config.source)));
     let mut registry = prometheus_client::registry::Registry::default();
     status.register(&mut registry);
     let store = Store::new(&config.store_url, REQUEST_TIMEOUT)?;
@@ -92,7 +92,7 @@ pub async fn run(args: ConnectorArgs) -> Result<(), RunError> {
         rules: config.security_rules.clone(),
     };
     let key = format!("{}/{}", config.tenant, config.name);
-    tracing::info!(connector = %config.name, tenant = %config.tenant, source = source_kind(&config.source), "starting the connector");
+    tracing::info!(connector = %config.name, tenant = %config.tenant, source = ?source_kind(&config.source), "starting the connector");
 
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await

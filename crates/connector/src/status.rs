@@ -1,57 +1,24 @@
 //! What the connector reports at `/status` (read by the operator into the
 //! ProviderConnector's `status.sync`) and at `/metrics`.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+pub use carerecord_config::ConnectorStatus;
+use carerecord_config::{DeadLetterSummary, SourceKind};
 
 use jiff::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 use crate::cursor::DeadLetter;
 
 /// Dead letters listed in `/status` (all are kept in the store).
 const RECENT_DEAD_LETTERS: usize = 20;
 
-/// The `/status` document: version 1.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectorStatus {
-    /// `carerecord.dev/connector-status/v1`.
-    pub api_version: &'static str,
-    /// The source kind: FhirPoll, Hl7v2Mllp, Push or Unavailable.
-    pub source: &'static str,
-    /// When the last sync (a whole poll, or a message) was committed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_successful_sync: Option<Timestamp>,
-    /// When the last attempt ended, successful or not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_attempt: Option<Timestamp>,
-    /// Per resource type, the newest `lastUpdated` written (poll sources).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub cursor: BTreeMap<String, Timestamp>,
-    /// Records the store accepted since the connector started.
-    pub records_written: u64,
-    /// Records skipped because that version was already written.
-    pub records_unchanged: u64,
-    /// Failed attempts since the connector started.
-    pub errors: u64,
-    /// The last failure, if the last attempt failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Records the store refused since the connector started (each kept in the store).
-    pub dead_letters: u64,
-    /// The latest of them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub recent_dead_letters: Vec<DeadLetter>,
-    /// Times the provider answered 429 or 503 and was waited for.
-    pub throttled: u64,
-    /// Why the source cannot run here, for an Unavailable source.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unavailable: Option<String>,
-}
+/// A failure message is cut to this many characters in `/status` (the
+/// operator copies it into the ProviderConnector's status).
+const MAX_ERROR_CHARS: usize = 512;
 
 /// Prometheus metrics, fixed label-free names.
 #[derive(Default)]
@@ -71,9 +38,8 @@ pub struct StatusBoard {
 }
 
 impl StatusBoard {
-    pub fn new(source: &'static str) -> Self {
-        let status =
-            ConnectorStatus { api_version: "carerecord.dev/connector-status/v1", source, ..Default::default() };
+    pub fn new(connector: &str, source: SourceKind) -> Self {
+        let status = ConnectorStatus { connector: connector.to_string(), source, ..Default::default() };
         Self { status: Mutex::new(status), metrics: Metrics::default() }
     }
 
@@ -121,7 +87,12 @@ impl StatusBoard {
         self.metrics.dead_letters.inc();
         self.update(|s| {
             s.dead_letters += 1;
-            s.recent_dead_letters.push(letter);
+            s.recent_dead_letters.push(DeadLetterSummary {
+                source_ref: letter.source_ref,
+                source_version: letter.source_version,
+                reason: cut(letter.reason),
+                at: letter.at.to_string(),
+            });
             let excess = s.recent_dead_letters.len().saturating_sub(RECENT_DEAD_LETTERS);
             s.recent_dead_letters.drain(..excess);
         });
@@ -129,15 +100,15 @@ impl StatusBoard {
 
     pub fn cursor(&self, resource_type: &str, since: Timestamp) {
         self.update(|s| {
-            s.cursor.insert(resource_type.to_string(), since);
+            s.cursor.insert(resource_type.to_string(), since.to_string());
         });
     }
 
     pub fn succeeded(&self, now: Timestamp) {
         self.metrics.last_success.set(now.as_second());
         self.update(|s| {
-            s.last_successful_sync = Some(now);
-            s.last_attempt = Some(now);
+            s.last_successful_sync = Some(now.to_string());
+            s.last_attempt = Some(now.to_string());
             s.last_error = None;
         });
     }
@@ -146,14 +117,23 @@ impl StatusBoard {
         self.metrics.errors.inc();
         self.update(|s| {
             s.errors += 1;
-            s.last_attempt = Some(now);
-            s.last_error = Some(error);
+            s.last_attempt = Some(now.to_string());
+            s.last_error = Some(cut(error));
         });
     }
 
     pub fn unavailable(&self, reason: String) {
         self.update(|s| s.unavailable = Some(reason));
     }
+}
+
+/// At most `MAX_ERROR_CHARS` characters, on a character boundary.
+fn cut(mut message: String) -> String {
+    if let Some((at, _)) = message.char_indices().nth(MAX_ERROR_CHARS) {
+        message.truncate(at);
+        message.push('…');
+    }
+    message
 }
 
 #[cfg(test)]
@@ -171,7 +151,7 @@ mod tests {
 
     #[test]
     fn status_lists_only_the_latest_dead_letters_but_counts_all() {
-        let board = StatusBoard::new("FhirPoll");
+        let board = StatusBoard::new("gp", SourceKind::FhirPoll);
         for n in 0..25 {
             board.dead_letter(letter(n));
         }
@@ -183,10 +163,36 @@ mod tests {
 
     #[test]
     fn a_success_clears_the_last_error() {
-        let board = StatusBoard::new("FhirPoll");
+        let board = StatusBoard::new("gp", SourceKind::FhirPoll);
         board.failed(Timestamp::UNIX_EPOCH, "provider down".into());
         board.succeeded(Timestamp::UNIX_EPOCH);
         let status = board.snapshot();
         assert_eq!((status.errors, status.last_error), (1, None));
+    }
+}
+
+#[cfg(test)]
+mod contract {
+    use super::*;
+
+    #[test]
+    fn the_status_document_is_the_contract_the_operator_reads() {
+        let board = StatusBoard::new("gp", SourceKind::Hl7v2Mllp);
+        board.written(3);
+        board.succeeded(Timestamp::UNIX_EPOCH);
+        let text = serde_json::to_string(&board.snapshot()).unwrap();
+        let read: ConnectorStatus = serde_json::from_str(&text).unwrap();
+        assert_eq!(read.connector, "gp");
+        assert_eq!(read.records_written, 3);
+        assert_eq!(read.last_successful_sync.as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert!(text.contains("\"apiVersion\":\"carerecord.dev/connector-status/v1\""), "{text}");
+    }
+
+    #[test]
+    fn a_long_failure_is_cut_on_a_character_boundary() {
+        let board = StatusBoard::new("gp", SourceKind::FhirPoll);
+        board.failed(Timestamp::UNIX_EPOCH, "é".repeat(2000));
+        let error = board.snapshot().last_error.unwrap();
+        assert_eq!(error.chars().count(), MAX_ERROR_CHARS + 1);
     }
 }

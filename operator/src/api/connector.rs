@@ -25,6 +25,7 @@ use super::condition::conditions_schema;
     printcolumn(name = "System", type_ = "string", json_path = ".spec.system"),
     printcolumn(name = "State", type_ = "string", json_path = ".spec.state"),
     printcolumn(name = "Reachable", type_ = "boolean", json_path = ".status.endpoint.reachable"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.sync.lastSuccessfulSync"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 50").message("a connector name must be at most 50 characters"),
@@ -250,7 +251,7 @@ pub struct ProviderConnectorStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: Configured, Deployed, EndpointReachable and Ready.
+    /// Conditions: Configured, Deployed, EndpointReachable, Synced and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -260,6 +261,40 @@ pub struct ProviderConnectorStatus {
     /// Result of the last endpoint probe that changed something.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<EndpointStatus>,
+    /// What the connector itself last reported (its `/status`), read by the
+    /// operator. Kept while the connector is Paused or Stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncStatus>,
+}
+
+/// What a running connector reports about the records it moves. Counters
+/// run from the connector's last start.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// When the last sync (a whole poll, or a message) was committed to the
+    /// record store. Refreshed when anything else here changes, else at
+    /// most every five minutes, so a steady connector causes few writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_sync: Option<Time>,
+    /// Per resource type, the newest `lastUpdated` committed (poll sources).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub cursor: std::collections::BTreeMap<String, Time>,
+    /// Records the store accepted.
+    #[serde(default)]
+    pub records_written: u64,
+    /// Records skipped because that version was already written.
+    #[serde(default)]
+    pub records_unchanged: u64,
+    /// Failed attempts.
+    #[serde(default)]
+    pub errors: u64,
+    /// Records the store refused, each kept in the store as a dead letter.
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// Why the last attempt failed, while it is the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// What the endpoint probe found.

@@ -180,6 +180,7 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
     let previous = connector.status.clone().unwrap_or_default();
     let mut conditions = Vec::new();
     let mut endpoint = previous.endpoint.clone();
+    let mut sync = previous.sync.clone();
     let mut requeue = None;
     match (&problem, &profile) {
         (Some(_), _) | (None, None) => {
@@ -260,6 +261,13 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
             };
             conditions.push(reachable);
             conditions.push(ready);
+            let (concluded, synced) = super::sync::conclude(
+                previous.sync.as_ref(),
+                read_sync(&ctx, &namespace, &name, state, deployed.ready).await.as_ref(),
+                state,
+            );
+            sync = concluded;
+            conditions.push(synced);
         }
     }
     let now = Time(jiff::Timestamp::now());
@@ -268,6 +276,7 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
         conditions: condition::merge(&previous.conditions, &conditions, connector.metadata.generation, &now),
         tenant: tenant.as_ref().map(|t| t.name_any()),
         endpoint,
+        sync,
     };
     let api = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace);
     let written = status::write_if_changed(&api, &*connector, connector.status.as_ref(), &new, same_status).await?;
@@ -311,6 +320,42 @@ fn same_status(a: &ProviderConnectorStatus, b: &ProviderConnectorStatus) -> bool
         && condition::same(&a.conditions, &b.conditions)
         && a.tenant == b.tenant
         && a.endpoint == b.endpoint
+        && a.sync == b.sync
+}
+
+/// What the connector last reported, reading it now if it is running and
+/// has never been read (later reads come from `SyncReader::refresh`).
+async fn read_sync(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    state: ConnectorState,
+    deployed: bool,
+) -> Option<super::sync::Report> {
+    if state != ConnectorState::Running || !deployed {
+        return None;
+    }
+    let key = (namespace.to_string(), name.to_string());
+    match ctx.sync.report(&key) {
+        Some(report) => Some(report),
+        None => Some(ctx.sync.read_now(&key, ctx.sync.ready_pod(&key)?).await),
+    }
+}
+
+/// Forgets the probe results and status reports of deleted connectors,
+/// every minute, so neither map grows with every connector ever created.
+pub async fn forget_deleted(store: kube::runtime::reflector::Store<ProviderConnector>, ctx: Arc<Context>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let live: std::collections::HashSet<(String, String)> =
+            store.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
+        ctx.sync.retain(|key| live.contains(key));
+        ctx.prober.retain(|key| {
+            key.strip_prefix("connector/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(ns, name)| live.contains(&(ns.to_string(), name.to_string())))
+        });
+    }
 }
 
 /// Credentials for the probe from the connector's Secret; never logged.
@@ -341,6 +386,8 @@ const WARNING_REASONS: &[&str] = &[
     "NotFhir",
     "ResolutionFailed",
     "InvalidUrl",
+    "SyncFailing",
+    "SourceUnavailable",
 ];
 
 async fn publish_transitions(
@@ -356,7 +403,8 @@ async fn publish_transitions(
             continue;
         }
         if c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str()) {
-            ctx.events.publish(&reference, true, &c.reason, "Validate", c.message.clone()).await;
+            let action = if c.type_ == super::sync::SYNCED { "Sync" } else { "Validate" };
+            ctx.events.publish(&reference, true, &c.reason, action, c.message.clone()).await;
         } else if c.type_ == "Ready" && c.status == "True" {
             ctx.events.publish(&reference, false, "Ready", "Reconcile", c.message.clone()).await;
         }

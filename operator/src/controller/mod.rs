@@ -12,6 +12,7 @@ pub mod prober;
 pub mod rbac;
 pub mod readiness;
 pub mod status;
+pub mod sync;
 pub mod tenant;
 pub mod triggers;
 
@@ -73,6 +74,8 @@ pub struct Context {
     /// Why the extra catalogue from the settings' ConfigMap did not load.
     pub catalogue_error: Option<String>,
     pub prober: prober::Prober,
+    /// What running connectors last said about their feeds.
+    pub sync: std::sync::Arc<sync::SyncReader>,
     pub metrics: std::sync::Arc<metrics::Metrics>,
     backoff: Mutex<HashMap<String, u32>>,
 }
@@ -85,6 +88,7 @@ impl Context {
             catalogue: crate::catalogue::Catalogue::built_in(),
             catalogue_error: None,
             prober: prober::Prober::new(&settings.probe),
+            sync: std::sync::Arc::new(sync::SyncReader::new(&settings.connector_status)),
             metrics,
             events: Events::new(client.clone(), reporter),
             client,
@@ -213,7 +217,11 @@ async fn run_controllers(
         "starting controllers"
     );
     let tenants = tenant::triggers(&ctx, served);
-    let connectors = connector::triggers(&ctx, served);
+    let (wake_connectors, woken_connectors) = tokio::sync::mpsc::channel(1024);
+    let connectors = connector::triggers(&ctx, served).on(tokio_stream_from(woken_connectors));
+    tokio::spawn(ctx.sync.clone().watch_pods(ctx.client.clone()));
+    tokio::spawn(ctx.sync.clone().refresh(wake_connectors));
+    tokio::spawn(connector::forget_deleted(connectors.store(), ctx.clone()));
     let agreements = agreement::triggers(&ctx, served);
     tokio::spawn(tenant::count_phases(tenants.store(), ctx.clone()));
     let caches = (tenants.synced(), connectors.synced(), agreements.synced());
@@ -230,6 +238,13 @@ async fn run_controllers(
     );
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// A stream of what arrives on `receiver`.
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 /// Runs a controller the way every controller here runs: bounded

@@ -60,6 +60,11 @@ impl Prober {
         last.get(key).filter(|r| r.target == target && r.at.elapsed() < interval).cloned()
     }
 
+    /// Forgets every result whose key `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).retain(|key, _| keep(key));
+    }
+
     pub fn forget(&self, key: &str) {
         self.last.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }

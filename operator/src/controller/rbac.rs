@@ -28,6 +28,9 @@ pub fn cluster_rules() -> Rules {
         let gvk = kind.gvk();
         add(&mut r, &gvk.group, kind.plural(), &["get", "list", "watch", "create", "patch", "delete"]);
     }
+    // Connector pods, watched (stripped to name, labels and address) to
+    // read each connector's /status into the ProviderConnector's status.sync.
+    add(&mut r, "", "pods", &["get", "list", "watch"]);
     // Events for people, aggregated by the recorder (create, then patch).
     add(&mut r, "events.k8s.io", "events", &["create", "patch"]);
     r

@@ -14,8 +14,7 @@ use k8s_openapi::api::core::v1::{
     ResourceRequirements, SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -155,7 +154,7 @@ pub fn render(
     ConnectorChildren {
         deployment: deployment(&ctx, &hash, image),
         service: service(&ctx),
-        network_policy: network_policy(&ctx),
+        network_policy: network_policy(&ctx, settings),
         inbound_route: inbound.then(|| inbound_route(&ctx, settings)),
         disruption_budget: crate::render::pod::one_at_a_time(ctx.meta(&ctx.name, "connector"), ctx.pod_labels()),
         config,
@@ -442,10 +441,6 @@ fn service(ctx: &Ctx) -> Service {
     }
 }
 
-fn tcp(port: i32) -> NetworkPolicyPort {
-    NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
-}
-
 /// The provider endpoint's port, from its URL.
 fn endpoint_port(url: &str) -> i32 {
     let default = if url.starts_with("mllp://") { 2575 } else { 443 };
@@ -457,43 +452,34 @@ fn endpoint_port(url: &str) -> i32 {
         .unwrap_or(default)
 }
 
-fn network_policy(ctx: &Ctx) -> NetworkPolicy {
+fn network_policy(ctx: &Ctx, settings: &PlatformSettings) -> NetworkPolicy {
+    use crate::render::tenant::network::{namespace, pods, tcp};
     let selector = LabelSelector {
         match_labels: Some(BTreeMap::from([(labels::CONNECTOR.to_string(), ctx.name.clone())])),
         ..LabelSelector::default()
     };
-    let record_store = NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(labels::POD_COMPONENT.to_string(), RECORD_STORE.to_string())])),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    };
-    let mut types = vec!["Egress".to_string()];
-    let mut ingress = None;
+    // The operator reads the connector's /status on the admin port.
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![namespace(&settings.operator_namespace)]),
+        ports: Some(vec![tcp(CONNECTOR_ADMIN_PORT)]),
+    }];
     if ctx.push() {
-        types.push("Ingress".into());
-        // HTTP pushes arrive only through the tenant's record gateway.
-        let front_door = NetworkPolicyPeer {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    labels::POD_COMPONENT.to_string(),
-                    crate::render::tenant::record_gateway::RECORD_GATEWAY.to_string(),
-                )])),
-                ..LabelSelector::default()
-            }),
-            ..NetworkPolicyPeer::default()
+        // HTTP pushes arrive only through the tenant's record gateway; MLLP
+        // senders connect from outside the platform through a load balancer.
+        let from = match ctx.profile.protocol {
+            Protocol::Hl7v2Mllp => None,
+            _ => Some(vec![pods(crate::render::tenant::record_gateway::RECORD_GATEWAY)]),
         };
-        // MLLP senders connect from outside the platform through a load balancer.
-        let from = if ctx.profile.protocol == Protocol::Hl7v2Mllp { None } else { Some(vec![front_door]) };
-        ingress = Some(vec![NetworkPolicyIngressRule { from, ports: Some(vec![tcp(ctx.profile.port)]) }]);
+        ingress.push(NetworkPolicyIngressRule { from, ports: Some(vec![tcp(ctx.profile.port)]) });
     }
+    let record_store = pods(RECORD_STORE);
+    let types = vec!["Ingress".to_string(), "Egress".to_string()];
     NetworkPolicy {
         metadata: ctx.meta(&format!("connector-{}", ctx.name), "network"),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector),
             policy_types: Some(types),
-            ingress,
+            ingress: Some(ingress),
             egress: Some(vec![
                 NetworkPolicyEgressRule { to: Some(vec![record_store]), ports: Some(vec![tcp(RECORD_STORE_PORT)]) },
                 NetworkPolicyEgressRule {

@@ -4,7 +4,7 @@ mod access;
 pub mod claim;
 mod database;
 mod namespace;
-mod network;
+pub(crate) mod network;
 mod policy;
 pub mod record_gateway;
 mod record_store;

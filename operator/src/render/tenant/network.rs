@@ -29,11 +29,13 @@ fn component(name: &str) -> LabelSelector {
     }
 }
 
-fn pods(name: &str) -> NetworkPolicyPeer {
+/// Pods of one component of the same namespace.
+pub(crate) fn pods(name: &str) -> NetworkPolicyPeer {
     NetworkPolicyPeer { pod_selector: Some(component(name)), ..NetworkPolicyPeer::default() }
 }
 
-fn namespace(name: &str) -> NetworkPolicyPeer {
+/// Every pod of the namespace `name`.
+pub(crate) fn namespace(name: &str) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
             match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])),
@@ -43,7 +45,7 @@ fn namespace(name: &str) -> NetworkPolicyPeer {
     }
 }
 
-fn tcp(port: i32) -> NetworkPolicyPort {
+pub(crate) fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort { port: Some(IntOrString::Int(port)), protocol: Some("TCP".into()), end_port: None }
 }
 
