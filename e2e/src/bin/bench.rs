@@ -214,8 +214,25 @@ impl OperatorProcess {
         (hwm.unwrap_or(0.0) / 1024.0, cpu)
     }
 
-    fn stop(mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+    /// Stops it gracefully (SIGTERM), waiting for it to exit.
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// However the bench ends (a failed wait, an error, a panic), the operator
+/// it started does not outlive it: a leftover would hold its port and serve
+/// the next run's cluster.
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
