@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -21,10 +21,10 @@ use super::capabilities::Served;
 use super::metrics::WriteLabels;
 use super::status;
 use super::triggers::Triggers;
-use super::{Context, Result, tenant_of, tenant_ready};
+use super::{Context, Result, tenant_ready};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement, SharingAgreementStatus};
 use crate::api::condition::{self, ConditionStatus, Observed};
-use crate::api::tenant::{CareRecordTenant, DeletionPolicy};
+use crate::api::tenant::DeletionPolicy;
 use crate::render::agreement::{Counterpart, Decision, Inputs, Side, children, decide};
 use crate::render::child::ChildKind;
 use crate::render::labels;
@@ -38,7 +38,7 @@ const ACTIVE_RESYNC: Duration = Duration::from_secs(60);
 pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<SharingAgreement> {
     let client = ctx.client.clone();
     let owned = labels::owned_selector(labels::AGREEMENT);
-    let mut triggers = Triggers::new("agreement", Api::<SharingAgreement>::all(client.clone()), &ctx.metrics)
+    let mut triggers = Triggers::new("agreement", &ctx.caches.agreements, &ctx.metrics)
         .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &owned);
     if served.gateway_api {
         let ar = ChildKind::HttpRoute.api_resource();
@@ -46,9 +46,10 @@ pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<SharingAgreement
     }
     let sides = triggers.store();
     let by_tenant = triggers.store();
+    let by_namespace = triggers.store();
     triggers
         // Either side changing wakes the other: same agreement id, other namespace.
-        .related(Api::<SharingAgreement>::all(client.clone()), move |changed| {
+        .related_cached(&ctx.caches.agreements, move |changed| {
             sides
                 .state()
                 .iter()
@@ -58,13 +59,23 @@ pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<SharingAgreement
         })
         // A tenant's readiness gates both the agreements in its namespace
         // and those naming it as counterpart; its counts do not.
-        .related_when(Api::<CareRecordTenant>::all(client.clone()), super::tenant_standing, move |tenant| {
+        .related_cached_when(&ctx.caches.tenants, super::tenant_standing, move |tenant| {
             let ns = tenant.target_namespace();
             let name = tenant.name_any();
             by_tenant
                 .state()
                 .iter()
                 .filter(|a| a.namespace().as_deref() == Some(ns.as_str()) || a.spec.counterpart_tenant == name)
+                .map(|a| ObjectRef::from_obj(&**a))
+                .collect::<Vec<_>>()
+        })
+        // Which tenant a namespace belongs to decides this side's tenant.
+        .related_cached(&ctx.caches.namespaces, move |namespace| {
+            let ns = namespace.name_any();
+            by_namespace
+                .state()
+                .iter()
+                .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
                 .map(|a| ObjectRef::from_obj(&**a))
                 .collect::<Vec<_>>()
         })
@@ -78,20 +89,16 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
     let key = format!("agreement/{namespace}/{name}");
     let served = ctx.capabilities.get().await?;
 
-    let my_tenant = tenant_of(&ctx, &namespace).await?;
+    let my_tenant = ctx.caches.tenant_of(&namespace);
     let me = Side { tenant: my_tenant.as_ref().map(|t| t.name_any()), spec: agreement.spec.clone() };
-    let their_tenant = Api::<CareRecordTenant>::all(ctx.client.clone())
-        .get_opt(&agreement.spec.counterpart_tenant)
-        .await?
-        .filter(|t| t.metadata.deletion_timestamp.is_none());
+    let their_tenant = ctx.caches.tenant(&agreement.spec.counterpart_tenant);
     let others: Vec<Side> = match &their_tenant {
-        Some(t) => Api::<SharingAgreement>::namespaced(ctx.client.clone(), &t.target_namespace())
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
+        Some(t) => ctx
+            .caches
+            .agreements_in(&t.target_namespace())
+            .iter()
             .filter(|a| a.spec.agreement_id == agreement.spec.agreement_id && a.metadata.deletion_timestamp.is_none())
-            .map(|a| Side { tenant: Some(t.name_any()), spec: a.spec })
+            .map(|a| Side { tenant: Some(t.name_any()), spec: a.spec.clone() })
             .collect(),
         None => Vec::new(),
     };
@@ -108,8 +115,8 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
         None => decide(&Inputs {
             me: &me,
             counterpart,
-            my_tenant_ready: my_tenant.as_ref().is_some_and(tenant_ready),
-            their_tenant_ready: their_tenant.as_ref().is_some_and(tenant_ready),
+            my_tenant_ready: my_tenant.as_deref().is_some_and(tenant_ready),
+            their_tenant_ready: their_tenant.as_deref().is_some_and(tenant_ready),
             previous: agreement.status.as_ref().and_then(|s| s.phase),
             now,
         }),

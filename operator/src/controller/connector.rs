@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -24,7 +24,6 @@ use super::triggers::Triggers;
 use super::{Context, Result};
 use crate::api::condition::{self, ConditionStatus, Observed};
 use crate::api::connector::{ConnectorState, EndpointStatus, ProviderConnector, ProviderConnectorStatus};
-use crate::api::tenant::CareRecordTenant;
 use crate::probe::Credentials;
 use crate::render::child::ChildKind;
 use crate::render::connector as render_connector;
@@ -38,7 +37,7 @@ const STATUS_REFRESH: Duration = Duration::from_secs(3600);
 pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<ProviderConnector> {
     let client = ctx.client.clone();
     let owned = labels::owned_selector(labels::CONNECTOR);
-    let mut triggers = Triggers::new("connector", Api::<ProviderConnector>::all(client.clone()), &ctx.metrics)
+    let mut triggers = Triggers::new("connector", &ctx.caches.connectors, &ctx.metrics)
         .owned(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), &owned)
         .owned(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &owned)
         .owned(Api::<PartialObjectMeta<Service>>::all(client.clone()), &owned)
@@ -47,18 +46,23 @@ pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<ProviderConnecto
         let ar = ChildKind::HttpRoute.api_resource();
         triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &owned);
     }
-    let store = triggers.store();
+    let (by_tenant, by_namespace) = (triggers.store(), triggers.store());
     // A tenant appearing, changing host or quota, taking its namespace or
-    // going away changes its connectors; its connector counts do not.
-    triggers.related_when(Api::<CareRecordTenant>::all(client.clone()), super::tenant_standing, move |tenant| {
-        let ns = tenant.target_namespace();
-        store
-            .state()
-            .iter()
-            .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
-            .map(|c| ObjectRef::from_obj(&**c))
-            .collect::<Vec<_>>()
-    })
+    // going away changes its connectors; its connector counts do not. A
+    // namespace labelled for a tenant (or no longer) decides whether its
+    // connectors belong to one.
+    triggers
+        .related_cached_when(&ctx.caches.tenants, super::tenant_standing, move |tenant| {
+            in_namespace(&by_tenant, &tenant.target_namespace())
+        })
+        .related_cached(&ctx.caches.namespaces, move |namespace| in_namespace(&by_namespace, &namespace.name_any()))
+}
+
+fn in_namespace(
+    store: &kube::runtime::reflector::Store<ProviderConnector>,
+    ns: &str,
+) -> Vec<ObjectRef<ProviderConnector>> {
+    store.state().iter().filter(|c| c.namespace().as_deref() == Some(ns)).map(|c| ObjectRef::from_obj(&**c)).collect()
 }
 
 /// Why a connector gets no children.
@@ -68,7 +72,7 @@ struct NotConfigured {
 }
 
 /// Connectors beyond the tenant's quota, oldest first keep their place.
-fn over_quota(connector: &ProviderConnector, all: &[ProviderConnector], max: i32) -> bool {
+fn over_quota(connector: &ProviderConnector, all: &[Arc<ProviderConnector>], max: i32) -> bool {
     let mut order: Vec<_> = all.iter().map(|c| (c.creation_timestamp().map(|t| t.0), c.name_any())).collect();
     order.sort();
     let me = (connector.creation_timestamp().map(|t| t.0), connector.name_any());
@@ -82,7 +86,7 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
     let name = connector.name_any();
     let key = format!("connector/{namespace}/{name}");
     let served = ctx.capabilities.get().await?;
-    let tenant = super::tenant_of(&ctx, &namespace).await?;
+    let tenant = ctx.caches.tenant_of(&namespace);
     let profile = ctx.catalogue.get(&connector.spec.system).cloned();
     // The contract the connector would read, checked once.
     let invalid_contract = match (&tenant, &profile) {
@@ -132,10 +136,8 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
         }),
         (Ok(()), Some(tenant), Some(_)) => {
             let max = tenant.spec.quota.as_ref().and_then(|q| q.max_connectors).unwrap_or(50);
-            let all = Api::<ProviderConnector>::namespaced(ctx.client.clone(), &namespace)
-                .list(&ListParams::default())
-                .await?;
-            over_quota(&connector, &all.items, max).then(|| NotConfigured {
+            let all = ctx.caches.connectors_in(&namespace);
+            over_quota(&connector, &all, max).then(|| NotConfigured {
                 reason: "QuotaExceeded",
                 message: format!(
                     "tenant {} allows {max} connectors (quota.maxConnectors) and this one is beyond it",
@@ -426,7 +428,7 @@ mod tests {
 
     #[test]
     fn the_newest_connectors_are_the_ones_over_quota() {
-        let all = vec![connector("b", 1), connector("a", 2), connector("c", 3)];
+        let all = vec![Arc::new(connector("b", 1)), Arc::new(connector("a", 2)), Arc::new(connector("c", 3))];
         assert!(!over_quota(&all[0], &all, 2));
         assert!(!over_quota(&all[1], &all, 2));
         assert!(over_quota(&all[2], &all, 2));

@@ -2,6 +2,7 @@
 
 pub mod agreement;
 pub mod apply;
+pub mod caches;
 pub mod capabilities;
 pub mod connector;
 pub mod diff;
@@ -74,6 +75,9 @@ pub struct Context {
     /// Why the extra catalogue from the settings' ConfigMap did not load.
     pub catalogue_error: Option<String>,
     pub prober: prober::Prober,
+    /// Tenants, connectors, agreements and tenant namespaces, watched once
+    /// and read by every reconcile.
+    pub caches: std::sync::Arc<caches::Caches>,
     /// What running connectors last said about their feeds.
     pub sync: std::sync::Arc<sync::SyncReader>,
     pub metrics: std::sync::Arc<metrics::Metrics>,
@@ -89,6 +93,7 @@ impl Context {
             catalogue_error: None,
             prober: prober::Prober::new(&settings.probe),
             sync: std::sync::Arc::new(sync::SyncReader::new(&settings.connector_status)),
+            caches: std::sync::Arc::default(),
             metrics,
             events: Events::new(client.clone(), reporter),
             client,
@@ -224,9 +229,11 @@ async fn run_controllers(
     tokio::spawn(connector::forget_deleted(connectors.store(), ctx.clone()));
     let agreements = agreement::triggers(&ctx, served);
     tokio::spawn(tenant::count_phases(tenants.store(), ctx.clone()));
-    let caches = (tenants.synced(), connectors.synced(), agreements.synced());
+    // Every controller has subscribed: the shared watches may start.
+    tokio::spawn(ctx.caches.clone().run(ctx.client.clone()));
+    let caches = ctx.caches.clone();
     tokio::spawn(async move {
-        if let (true, true, true) = tokio::join!(caches.0, caches.1, caches.2) {
+        if caches.synced().await {
             tracing::info!("caches synced");
             health.set_ready(true);
         }
@@ -325,18 +332,6 @@ pub fn backoff_key<K: kube::Resource>(kind: &str, object: &K) -> String {
 /// Delay after the n-th consecutive failure (n >= 1).
 fn backoff_delay(failures: u32) -> Duration {
     Duration::from_secs((1u64 << failures.saturating_sub(1).min(9)).min(300))
-}
-
-/// The tenant that owns `namespace`, unless it is being deleted. The
-/// namespace's tenant label is only a hint: the tenant must name the
-/// namespace too.
-pub async fn tenant_of(ctx: &Context, namespace: &str) -> Result<Option<crate::api::CareRecordTenant>> {
-    use kube::ResourceExt;
-    let namespaces = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(ctx.client.clone());
-    let Some(ns) = namespaces.get_metadata_opt(namespace).await? else { return Ok(None) };
-    let Some(name) = ns.labels().get(crate::render::labels::TENANT).cloned() else { return Ok(None) };
-    let tenant = kube::Api::<crate::api::CareRecordTenant>::all(ctx.client.clone()).get_opt(&name).await?;
-    Ok(tenant.filter(|t| t.target_namespace() == namespace && t.metadata.deletion_timestamp.is_none()))
 }
 
 /// Whether a tenant's Ready condition is True for its current generation.

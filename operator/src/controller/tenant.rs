@@ -94,7 +94,7 @@ pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant
     // than with `owns()`: `owns()` gives a cluster-scoped owner the child's
     // namespace, so the same tenant would get a second queue key and two
     // concurrent reconciles.
-    let mut triggers = Triggers::new("tenant", Api::<CareRecordTenant>::all(client.clone()), &ctx.metrics)
+    let mut triggers = Triggers::new("tenant", &ctx.caches.tenants, &ctx.metrics)
         .owned(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), &managed)
         .owned(Api::<PartialObjectMeta<ResourceQuota>>::all(client.clone()), &managed)
         .owned(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()), &managed)
@@ -118,10 +118,12 @@ pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant
     // secret): any change in a tenant namespace wakes that tenant. Metadata
     // only: values never enter the operator's memory. Connectors and
     // agreements change the tenant's counts and sharing policy.
+    let (secrets, connectors, agreements) =
+        (in_tenant_namespace(store.clone()), in_tenant_namespace(store.clone()), in_tenant_namespace(store));
     triggers
-        .related(Api::<PartialObjectMeta<Secret>>::all(client.clone()), in_tenant_namespace(store.clone()))
-        .related(Api::<PartialObjectMeta<ProviderConnector>>::all(client.clone()), in_tenant_namespace(store.clone()))
-        .related(Api::<PartialObjectMeta<SharingAgreement>>::all(client.clone()), in_tenant_namespace(store))
+        .related(Api::<PartialObjectMeta<Secret>>::all(client.clone()), move |s: PartialObjectMeta<Secret>| secrets(&s))
+        .related_cached(&ctx.caches.connectors, move |c: &ProviderConnector| connectors(c))
+        .related_cached(&ctx.caches.agreements, move |a: &SharingAgreement| agreements(a))
 }
 
 /// Keeps the tenants-by-phase gauge current from the controller's cache.
@@ -146,8 +148,8 @@ pub async fn count_phases(store: kube::runtime::reflector::Store<CareRecordTenan
 /// The tenant whose namespace holds a changed object.
 fn in_tenant_namespace<T: Resource>(
     tenants: kube::runtime::reflector::Store<CareRecordTenant>,
-) -> impl Fn(T) -> Option<ObjectRef<CareRecordTenant>> + Send + 'static {
-    move |object| {
+) -> impl Fn(&T) -> Option<ObjectRef<CareRecordTenant>> + Send + 'static {
+    move |object: &T| {
         let ns = object.namespace()?;
         tenants.state().iter().find(|t| t.target_namespace() == ns).map(|t| ObjectRef::from_obj(&**t))
     }
@@ -200,11 +202,6 @@ fn namespace_conflict(conflict: &claim::NamespaceConflict) -> Conclusion {
     }
 }
 
-/// Every tenant: who holds which hostname, and the consumers' ODS codes.
-async fn all_tenants(ctx: &Context) -> Result<Vec<CareRecordTenant>> {
-    Ok(Api::<CareRecordTenant>::all(ctx.client.clone()).list(&Default::default()).await?.items)
-}
-
 fn invalid(reason: &str, message: String) -> Conclusion {
     Conclusion {
         conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)],
@@ -253,12 +250,11 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     };
     // Everything this reconcile reads, read at once.
     let selector = labels::tenant_selector(&name);
-    let (mut live, (connectors, (organisations, inbound_connectors)), all_tenants) = futures::try_join!(
-        async { Ok(apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?) },
-        count_connectors(ctx, &namespace),
-        all_tenants(ctx),
-    )?;
-    let (active_agreements, active_count) = active_agreements(ctx, &namespace, &all_tenants).await?;
+    let mut live = apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?;
+    // Every tenant: who holds which hostname, and the consumers' ODS codes.
+    let all_tenants: Vec<CareRecordTenant> = ctx.caches.all_tenants().iter().map(|t| (**t).clone()).collect();
+    let (connectors, (organisations, inbound_connectors)) = count_connectors(ctx, &namespace);
+    let (active_agreements, active_count) = active_agreements(ctx, &namespace, &all_tenants);
     let hostname_held_by = claim::hostname_holder(&tenant, &all_tenants);
     let facts = Facts {
         database_mode: mode,
@@ -333,14 +329,13 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
 
 /// Agreements in the tenant namespace that are Active: those where this
 /// tenant provides records (for the sharing policy) and the count of all.
-async fn active_agreements(
-    ctx: &Context,
-    namespace: &str,
-    tenants: &[CareRecordTenant],
-) -> Result<(Vec<ActiveAgreement>, i32)> {
-    let list = Api::<SharingAgreement>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
-    let active: Vec<&SharingAgreement> =
-        list.items.iter().filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgreementPhase::Active)).collect();
+fn active_agreements(ctx: &Context, namespace: &str, tenants: &[CareRecordTenant]) -> (Vec<ActiveAgreement>, i32) {
+    let list = ctx.caches.agreements_in(namespace);
+    let active: Vec<&SharingAgreement> = list
+        .iter()
+        .map(|a| &**a)
+        .filter(|a| a.status.as_ref().and_then(|s| s.phase) == Some(AgreementPhase::Active))
+        .collect();
     let provided = active
         .iter()
         .filter(|a| a.spec.role == Role::Provider)
@@ -358,37 +353,35 @@ async fn active_agreements(
             )
         })
         .collect();
-    Ok((provided, active.len() as i32))
+    (provided, active.len() as i32)
 }
 
 /// Connector counts, and the ODS codes of the providers they connect (who
 /// act for the tenant on its own `/fhir`).
 /// The tenant's connectors: how many are ready, the providers' ODS codes,
 /// and the push connectors its record gateway forwards to.
-async fn count_connectors(
+fn count_connectors(
     ctx: &Context,
     namespace: &str,
-) -> Result<(ConnectorCounts, (Vec<String>, Vec<carerecord_config::InboundConnector>))> {
-    let list = Api::<ProviderConnector>::namespaced(ctx.client.clone(), namespace).list(&Default::default()).await?;
-    let ready = list
-        .items
+) -> (ConnectorCounts, (Vec<String>, Vec<carerecord_config::InboundConnector>)) {
+    let items = ctx.caches.connectors_in(namespace);
+    let ready = items
         .iter()
         .filter(|c| {
             c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
         .count();
-    let mut providers: Vec<String> = list.items.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
+    let mut providers: Vec<String> = items.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
     providers.sort();
     providers.dedup();
-    let inbound = list
-        .items
+    let inbound = items
         .iter()
         .filter_map(|c| {
             let profile = ctx.catalogue.get(&c.spec.system)?;
             crate::render::connector::inbound(c, profile, namespace)
         })
         .collect();
-    Ok((ConnectorCounts { ready: ready as i32, total: list.items.len() as i32 }, (providers, inbound)))
+    (ConnectorCounts { ready: ready as i32, total: items.len() as i32 }, (providers, inbound))
 }
 
 fn served_kinds(served: Served) -> Vec<ChildKind> {

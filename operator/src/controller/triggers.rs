@@ -13,16 +13,17 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::caches::Cache;
 use super::metrics::{KindLabel, Metrics};
 
 /// How long a request for an object missing from the cache is remembered.
@@ -98,7 +99,7 @@ where
     pub(super) kind: &'static str,
     pub(super) controller: Controller<K>,
     pub(super) queue: Arc<Queue<K>>,
-    synced: tokio::sync::watch::Receiver<bool>,
+    synced: futures::future::Shared<futures::future::BoxFuture<'static, bool>>,
 }
 
 impl<K> Triggers<K>
@@ -106,39 +107,27 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::Scope: 'static,
 {
-    /// A controller for `K`, woken by every change to a `K` (status and
-    /// metadata included: the finalizer and a changed status are both
-    /// things a reconcile acts on).
-    pub fn new(kind: &'static str, api: Api<K>, metrics: &Metrics) -> Self {
-        let (store, writer) = reflector::store();
+    /// A controller for `K` over its shared cache, woken by every change to
+    /// a `K` (status and metadata included: the finalizer and a changed
+    /// status are both things a reconcile acts on).
+    pub fn new(kind: &'static str, cache: &Cache<K>, metrics: &Metrics) -> Self {
+        let store = cache.store();
         let depth = metrics.queue_depth.get_or_create(&KindLabel { kind }).clone();
         let queue = Arc::new(Queue::new(depth, store.clone()));
         let counted = queue.clone();
-        // Our own sync signal: the store's wait_until_ready is a oneshot
-        // that wakes only its last waiter, and the controller waits on it.
-        let (listed, synced) = tokio::sync::watch::channel(false);
-        let primary = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .reflect(writer)
-            .inspect(move |event| {
-                if matches!(event, Ok(watcher::Event::InitDone)) {
-                    listed.send_replace(true);
-                }
-            })
-            .applied_objects()
-            .inspect(move |object| {
-                if let Ok(object) = object {
-                    counted.requested(ObjectRef::from_obj(object));
-                }
-            });
-        Self { kind, controller: Controller::for_stream(primary, store), queue, synced }
+        let primary = cache.subscribe().inspect(move |object| counted.requested(ObjectRef::from_obj(&**object)));
+        Self {
+            kind,
+            controller: Controller::for_shared_stream(primary, store),
+            queue,
+            synced: cache.synced().boxed().shared(),
+        }
     }
 
     /// Resolves once the cache has listed every `K` (false if the watch
     /// ended first).
     pub fn synced(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
-        let mut synced = self.synced.clone();
-        async move { synced.wait_for(|listed| *listed).await.is_ok() }
+        self.synced.clone()
     }
 
     /// The controller's cache of `K`.
@@ -177,6 +166,43 @@ where
         I::IntoIter: Send + 'static,
     {
         self.on(mapped(watch(api, watcher::Config::default()).touched_objects(), map))
+    }
+
+    /// Wakes what `map` names for each change the shared `cache` sees.
+    pub fn related_cached<T, I>(self, cache: &Cache<T>, map: impl Fn(&T) -> I + Send + 'static) -> Self
+    where
+        T: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        I: IntoIterator<Item = ObjectRef<K>>,
+        I::IntoIter: Send + 'static,
+    {
+        self.on(cache.subscribe().flat_map(move |object| futures::stream::iter(map(&object))))
+    }
+
+    /// `related_cached`, but only for changes that alter what `standing`
+    /// hashes (for example a tenant's generation, phase and readiness, not
+    /// its counts), creation and deletion.
+    pub fn related_cached_when<T, I>(
+        self,
+        cache: &Cache<T>,
+        standing: impl Fn(&T) -> Option<u64> + Send + 'static,
+        map: impl Fn(&T) -> I + Send + 'static,
+    ) -> Self
+    where
+        T: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+        I: IntoIterator<Item = ObjectRef<K>>,
+        I::IntoIter: Send + 'static,
+    {
+        let mut seen: HashMap<ObjectRef<T>, Option<u64>> = HashMap::new();
+        let changed = cache.subscribe().filter(move |object| {
+            let key = ObjectRef::from_obj(&**object);
+            let now = standing(object);
+            // A deleted object is forgotten (and its deletion passes: the
+            // deletion timestamp, set before, is part of what `standing` hashes).
+            let passes = seen.get(&key) != Some(&now);
+            seen.insert(key, now);
+            std::future::ready(passes)
+        });
+        self.on(changed.flat_map(move |object| futures::stream::iter(map(&object))))
     }
 
     /// `related`, but only for changes that alter what `predicate` hashes
@@ -278,7 +304,7 @@ mod tests {
     }
 
     fn queue() -> Queue<ConfigMap> {
-        let (store, _writer) = reflector::store();
+        let (store, _writer) = kube::runtime::reflector::store();
         Queue::new(Gauge::default(), store)
     }
 
