@@ -67,7 +67,7 @@ impl Manifest {
             return Err(ManifestError::FileUrl(bad.url.clone()));
         }
         let mut output: Vec<ExportFile> =
-            raw.output.into_iter().filter(|f| resources.iter().any(|r| *r == f.resource_type)).collect();
+            raw.output.into_iter().filter(|f| resources.contains(&f.resource_type)).collect();
         // A stable sort: the server's order of files within a type is kept.
         output.sort_by_key(|f| f.resource_type != "Patient");
         Ok(Manifest { transaction_time, requires_access_token: raw.requires_access_token, output, error: raw.error })

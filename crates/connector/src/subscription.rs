@@ -177,7 +177,10 @@ mod tests {
 
     #[test]
     fn the_first_work_of_a_started_connector_is_a_catch_up() {
-        let inbox = Inbox::new(vec!["Patient".into()], Arc::new(StatusBoard::new("gp", carerecord_config::SourceKind::FhirPoll)));
+        let inbox = Inbox::new(
+            vec!["Patient".into()],
+            Arc::new(StatusBoard::new("gp", carerecord_config::SourceKind::FhirPoll)),
+        );
         assert!(inbox.take().catch_up);
         assert!(inbox.take().is_empty());
     }
