@@ -691,6 +691,8 @@ async fn control_stats(State(shared): State<Shared>) -> Response {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // reqwest (notifications) is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let a = args()?;
     let double = Double {
         records: seed(&a),
