@@ -510,3 +510,345 @@ async fn the_connector_status_reaches_the_provider_connector_on_the_real_api_ser
     e2e::wait_connector_condition(&client, &ns, &n.connector, "Synced", "True").await;
     e2e::remove_tenant(&client, &tenant).await;
 }
+
+// ---------------------------------------------------------------- Bulk Data export
+
+impl Connector {
+    /// A connector reading `double` by Bulk Data `$export` with `_since`.
+    fn exporting(name: &str, double: &Double, page_size: u32) -> Self {
+        Self::fhir(name, double, page_size, 1, json!({"mode": "BulkExport", "level": "Patient", "timeoutSeconds": 120}))
+    }
+
+    /// A FHIR connector reading `double`, finding changes as `changes` says.
+    fn fhir(name: &str, double: &Double, page_size: u32, interval: u64, changes: Value) -> Self {
+        let dir = Self::config_dir(name);
+        let secret = dir.join("client-secret");
+        std::fs::write(&secret, "gp-secret\n").unwrap();
+        let source = json!({
+            "kind": "FhirPoll",
+            "baseUrl": format!("{}/fhir", double.base),
+            "resources": TYPES,
+            "intervalSeconds": interval,
+            "pageSize": page_size,
+            "requestsPerSecond": 50,
+            "auth": {"method": "ClientSecret", "tokenUrl": format!("{}/token", double.base), "clientId": "carerecord",
+                     "clientSecretFile": secret.to_string_lossy()},
+            "changes": changes,
+        });
+        Self::start_with(name, source, &double.ods)
+    }
+}
+
+/// The connector's cursor as the store holds it: per type, `since`.
+async fn stored_cursor(connector: &str) -> std::collections::BTreeMap<String, String> {
+    let bundle = get_json(&format!(
+        "{}/Basic?identifier=https://carerecord.dev/fhir/sid/connector-cursor|cheshire-merseyside/{connector}",
+        store_url()
+    ))
+    .await;
+    let mut cursor = std::collections::BTreeMap::new();
+    for ext in bundle["entry"][0]["resource"]["extension"].as_array().cloned().unwrap_or_default() {
+        let parts = ext["extension"].as_array().cloned().unwrap_or_default();
+        let part = |name: &str| parts.iter().find(|p| p["url"] == name).cloned().unwrap_or(Value::Null);
+        if let (Some(t), Some(since)) =
+            (part("resourceType")["valueCode"].as_str(), part("since")["valueInstant"].as_str())
+        {
+            cursor.insert(t.to_string(), since.to_string());
+        }
+    }
+    cursor
+}
+
+async fn all_versions(ods: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for t in TYPES {
+        all.extend(versions(&stored(ods, t).await));
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_bulk_export_sync_writes_exactly_what_the_source_holds() {
+    let n = names("export-full");
+    let double = Double::start(&n.ods, 5, n.nhs_seed);
+    let connector = Connector::exporting(&n.connector, &double, 10);
+    let status = connector.synced().await;
+    let source = double.stats().await;
+    for t in TYPES {
+        let records = stored(&double.ods, t).await;
+        assert_eq!(records.len() as u64, source["records"][t].as_u64().unwrap(), "{t}");
+        assert!(records.iter().all(|r| r["meta"]["tag"][0]["code"] == n.ods.as_str()), "{t}: tagged with the provider");
+    }
+    for r in stored(&double.ods, "Condition").await {
+        let reference = r["subject"]["reference"].as_str().unwrap();
+        assert!(reference.starts_with("Patient/") && !reference.contains('?'), "{reference}");
+    }
+    assert_eq!(status["recordsWritten"], 30, "{status}");
+    assert!(source["exportJobsDeleted"].as_u64().unwrap() >= 1, "the finished export job was deleted: {source}");
+    let cursor = stored_cursor(&n.connector).await;
+    assert_eq!(cursor.len(), TYPES.len(), "every type's cursor is the export's transactionTime: {cursor:?}");
+}
+
+#[tokio::test]
+async fn a_second_export_since_the_last_transaction_time_writes_nothing_new() {
+    let n = names("export-second");
+    let double = Double::start(&n.ods, 3, n.nhs_seed);
+    let mut connector = Connector::exporting(&n.connector, &double, 10);
+    connector.synced().await;
+    let before = all_versions(&double.ods).await;
+    let exported = double.stats().await["exportedRecords"].as_u64().unwrap();
+    // Once from the same process and once after a restart (nothing remembered but the store's cursor).
+    connector.synced().await;
+    connector.restart();
+    let status = connector.synced().await;
+    assert_eq!(all_versions(&double.ods).await, before, "no record gained a version");
+    let stats = double.stats().await;
+    assert_eq!(stats["exportedRecords"].as_u64().unwrap(), exported, "later exports held nothing: _since was sent");
+    assert_eq!(status["recordsWritten"], 0, "{status}");
+    assert!(stats["exportKickOffs"].as_u64().unwrap() >= 3);
+}
+
+#[tokio::test]
+async fn a_change_at_the_source_arrives_once_via_the_next_export() {
+    let n = names("export-change");
+    let double = Double::start(&n.ods, 2, n.nhs_seed);
+    let connector = Connector::exporting(&n.connector, &double, 10);
+    connector.synced().await;
+    let allergy = stored(&double.ods, "AllergyIntolerance").await.into_iter().next().unwrap();
+    let store_id = allergy["id"].as_str().unwrap().to_string();
+    let source_id = source_id(&allergy, "AllergyIntolerance");
+    double
+        .control("change", json!({"type": "AllergyIntolerance", "id": source_id, "set": {"criticality": "high"}}))
+        .await;
+    connector.synced().await;
+    connector.synced().await;
+    let now: Value = get_json(&format!("{}/AllergyIntolerance/{store_id}", store_url())).await;
+    assert_eq!(now["criticality"], "high");
+    let was: u64 = allergy["meta"]["versionId"].as_str().unwrap().parse().unwrap();
+    assert_eq!(now["meta"]["versionId"], (was + 1).to_string(), "the change was written exactly once");
+}
+
+/// The provider's id of a stored record (its source identity, `<type>/<id>`).
+fn source_id(record: &Value, resource_type: &str) -> String {
+    record["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["system"].as_str().unwrap_or_default().starts_with("https://carerecord.dev/fhir/sid/source/"))
+        .and_then(|i| i["value"].as_str())
+        .unwrap()
+        .trim_start_matches(&format!("{resource_type}/"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_connector_killed_mid_export_and_restarted_loses_nothing_and_duplicates_nothing() {
+    let n = names("export-killed");
+    let double = Double::start(&n.ods, 20, n.nhs_seed);
+    // Small, slow files, so the kill lands in the middle of the export.
+    double.control("export", json!({"fileSize": 5, "fileDelayMs": 300})).await;
+    let mut connector = Connector::exporting(&n.connector, &double, 5);
+    eventually("some records written", || async {
+        let status = connector.status().await?;
+        (status["recordsWritten"].as_u64()? >= 10).then_some(())
+    })
+    .await;
+    connector.kill();
+    let partial = stored_count(&double.ods).await;
+    assert!(partial < 120, "the kill came after the export ended ({partial} records); slow the double down");
+    assert!(stored_cursor(&n.connector).await.is_empty(), "the cursor moved before every file committed");
+    double.control("export", json!({"fileDelayMs": 0})).await;
+    connector.restart();
+    connector.synced().await;
+    let source = double.stats().await;
+    for t in TYPES {
+        let records = stored(&double.ods, t).await;
+        assert_eq!(records.len() as u64, source["records"][t].as_u64().unwrap(), "{t}: nothing lost, nothing twice");
+        assert!(versions(&records).iter().all(|(_, v)| v == "1"), "{t}: a replayed record gained a version");
+    }
+}
+
+#[tokio::test]
+async fn an_error_the_provider_reports_in_the_manifest_is_kept_as_a_dead_letter() {
+    let n = names("export-error");
+    let double = Double::start(&n.ods, 2, n.nhs_seed);
+    double.control("export", json!({"errors": ["Observation/x1 could not be read from the archive"]})).await;
+    let connector = Connector::exporting(&n.connector, &double, 10);
+    let status = connector.synced().await;
+    let letters = status["recentDeadLetters"].as_array().cloned().unwrap_or_default();
+    assert!(
+        letters.iter().any(|l| l["reason"].as_str().unwrap_or_default().contains("could not be read from the archive")),
+        "{status}"
+    );
+    assert_eq!(stored_count(&double.ods).await, 12, "every record still arrived");
+}
+
+// ---------------------------------------------------------------- Subscription (rest-hook)
+
+/// A record gateway of its own for one test, forwarding
+/// `/inbound/<connector>` to the connector's notification listener. The
+/// data plane's IdP has one provider client (ODS `QYG`), so the gateway names
+/// QYG as the connector's provider: it lets only that organisation notify.
+struct InboundGateway {
+    _process: Process,
+    base: String,
+}
+
+impl InboundGateway {
+    async fn start(connector: &str, upstream: &str) -> Self {
+        let env = e2e::dataplane_env();
+        let dir = Connector::config_dir(&format!("{connector}-gateway"));
+        let (port, admin) = (free_port(), free_port());
+        let config = json!({
+            "apiVersion": "carerecord.dev/gateway/v1",
+            "tenant": {"name": "cheshire-merseyside", "organisations": ["QYG"]},
+            "publicBaseUrl": format!("http://127.0.0.1:{port}"),
+            "upstreamUrl": store_url(),
+            "listen": format!("127.0.0.1:{port}"),
+            "adminListen": format!("127.0.0.1:{admin}"),
+            "issuers": [{"issuer": env["ISSUER_URL"], "audience": env["TOKEN_AUDIENCE"], "jwksUri": env["JWKS_URL"]}],
+            "inboundConnectors": [{"name": connector, "providerOdsCode": "QYG", "upstreamUrl": upstream}],
+        });
+        let config_path = dir.join("gateway.yaml");
+        let policy_path = dir.join("policy.yaml");
+        std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
+        std::fs::write(&policy_path, "apiVersion: carerecord.dev/sharing-policy/v1\nagreements: []\n").unwrap();
+        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+        let child = Command::new(e2e::operator_binary())
+            .args(["gateway", "--config"])
+            .arg(&config_path)
+            .arg("--policy")
+            .arg(&policy_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start ics-operator gateway");
+        let gateway = InboundGateway { _process: Process(child), base: format!("http://127.0.0.1:{port}") };
+        eventually("the gateway answers", || async {
+            http()
+                .get(format!("http://127.0.0.1:{admin}/healthz"))
+                .send()
+                .await
+                .ok()?
+                .status()
+                .is_success()
+                .then_some(())
+        })
+        .await;
+        gateway
+    }
+}
+
+/// A bearer token of the provider (ODS QYG) from the data plane's IdP: what
+/// the provider's Subscription would carry in `channel.header`.
+async fn provider_token() -> String {
+    let env = e2e::dataplane_env();
+    let body: Value = http()
+        .post(&env["TOKEN_URL"])
+        .basic_auth(&env["PROVIDER_CLIENT_ID"], Some(&env["PROVIDER_CLIENT_SECRET"]))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().expect("a provider token").to_string()
+}
+
+/// A Subscription connector for `double`, reached through a gateway of its own.
+async fn notified_connector(n: &Names, double: &Double) -> (Connector, InboundGateway) {
+    let port = free_port();
+    // A safety-net interval longer than any test: only start-up catches up.
+    let changes = json!({"mode": "Subscription", "listen": format!("127.0.0.1:{port}")});
+    let connector = Connector::fhir(&n.connector, double, 10, 3600, changes);
+    let gateway = InboundGateway::start(&n.connector, &format!("http://127.0.0.1:{port}")).await;
+    eventually("the catch-up read at start", || async {
+        connector.status().await?["lastSuccessfulSync"].as_str().map(|_| ())
+    })
+    .await;
+    (connector, gateway)
+}
+
+impl Double {
+    /// Changes a record and notifies `url` as the provider's Subscription would.
+    async fn notify(&self, url: &str, authorization: Option<&str>, payload: &str, change: Value) -> Value {
+        let mut body = json!({"url": url, "payload": payload, "change": change});
+        if let Some(authorization) = authorization {
+            body["authorization"] = json!(authorization);
+        }
+        self.control("notify", body).await
+    }
+}
+
+async fn first_allergy(ods: &str) -> (String, String, u64) {
+    let allergy = stored(ods, "AllergyIntolerance").await.into_iter().next().expect("an allergy in the store");
+    let version = allergy["meta"]["versionId"].as_str().unwrap().parse().unwrap();
+    (allergy["id"].as_str().unwrap().to_string(), source_id(&allergy, "AllergyIntolerance"), version)
+}
+
+async fn wait_for_criticality(store_id: &str, criticality: &str) -> Value {
+    eventually("the changed record in the store", || async {
+        let now = get_json(&format!("{}/AllergyIntolerance/{store_id}", store_url())).await;
+        (now["criticality"] == criticality).then_some(now)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_id_only_rest_hook_notification_brings_the_changed_record_into_the_store() {
+    let n = names("notify-id-only");
+    let double = Double::start(&n.ods, 2, n.nhs_seed);
+    let (_connector, gateway) = notified_connector(&n, &double).await;
+    assert_eq!(stored_count(&double.ods).await, 12, "the catch-up at start brought everything");
+    let (store_id, source_id, was) = first_allergy(&double.ods).await;
+    let token = format!("Bearer {}", provider_token().await);
+    let change = json!({"type": "AllergyIntolerance", "id": source_id, "set": {"criticality": "high"}});
+    let answer =
+        double.notify(&format!("{}/inbound/{}", gateway.base, n.connector), Some(&token), "id-only", change).await;
+    assert_eq!(answer["delivered"], 200, "{answer}");
+    let now = wait_for_criticality(&store_id, "high").await;
+    assert_eq!(now["meta"]["versionId"], (was + 1).to_string(), "written once");
+}
+
+#[tokio::test]
+async fn an_empty_rest_hook_notification_starts_an_incremental_read() {
+    let n = names("notify-empty");
+    let double = Double::start(&n.ods, 2, n.nhs_seed);
+    let (_connector, gateway) = notified_connector(&n, &double).await;
+    let (store_id, source_id, _) = first_allergy(&double.ods).await;
+    let token = format!("Bearer {}", provider_token().await);
+    let change = json!({"type": "AllergyIntolerance", "id": source_id, "set": {"criticality": "high"}});
+    let answer =
+        double.notify(&format!("{}/inbound/{}", gateway.base, n.connector), Some(&token), "empty", change).await;
+    assert_eq!(answer["delivered"], 200, "{answer}");
+    wait_for_criticality(&store_id, "high").await;
+}
+
+#[tokio::test]
+async fn a_notification_without_the_providers_token_is_refused_by_the_gateway() {
+    let n = names("notify-no-token");
+    let double = Double::start(&n.ods, 1, n.nhs_seed);
+    let (_connector, gateway) = notified_connector(&n, &double).await;
+    let (_, source_id, _) = first_allergy(&double.ods).await;
+    let change = json!({"type": "AllergyIntolerance", "id": source_id, "set": {"criticality": "high"}});
+    let answer = double.notify(&format!("{}/inbound/{}", gateway.base, n.connector), None, "id-only", change).await;
+    assert_eq!(answer["delivered"], 401, "{answer}");
+}
+
+#[tokio::test]
+async fn a_notification_missed_while_the_connector_was_down_is_caught_up_on_start() {
+    let n = names("notify-missed");
+    let double = Double::start(&n.ods, 2, n.nhs_seed);
+    let (mut connector, gateway) = notified_connector(&n, &double).await;
+    let (store_id, source_id, was) = first_allergy(&double.ods).await;
+    connector.kill();
+    let token = format!("Bearer {}", provider_token().await);
+    let change = json!({"type": "AllergyIntolerance", "id": source_id, "set": {"criticality": "high"}});
+    let answer =
+        double.notify(&format!("{}/inbound/{}", gateway.base, n.connector), Some(&token), "id-only", change).await;
+    assert_ne!(answer["delivered"], 200, "the connector was down, yet the notification was taken: {answer}");
+    connector.restart();
+    let now = wait_for_criticality(&store_id, "high").await;
+    assert_eq!(now["meta"]["versionId"], (was + 1).to_string(), "written once");
+}

@@ -15,8 +15,8 @@ mod validate;
 mod version;
 
 pub use connector::{
-    AssertionAlgorithm, ConnectorConfig, ConnectorProvider, FhirPoll, Mllp, Push, SecurityRule, Source, SourceAuth,
-    Unavailable,
+    AssertionAlgorithm, ChangeFeed, ConnectorConfig, ConnectorProvider, ExportLevel, FhirPoll, Mllp, Push,
+    SecurityRule, Source, SourceAuth, Unavailable,
 };
 pub use gateway::{AuditSettings, GatewayConfig, InboundConnector, Issuer, Tenant};
 pub use policy::{Agreement, Purpose, SensitiveCategory, SharingPolicy};

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::{ConnectorConfig, GatewayConfig, SharingPolicy, Source, SourceAuth};
+use crate::{ChangeFeed, ConnectorConfig, GatewayConfig, SharingPolicy, Source, SourceAuth};
 
 /// Why a document is not acceptable, naming the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +168,14 @@ impl ConnectorConfig {
             };
             if token_url.is_some_and(|url| !is_http_url(url)) {
                 return Err(invalid("source.auth.tokenUrl", "must be an http(s) URL not ending with '/'"));
+            }
+            if let ChangeFeed::BulkExport { timeout_seconds: 0, .. } = poll.changes {
+                return Err(invalid("source.changes.timeoutSeconds", "must be at least 1"));
+            }
+            if let ChangeFeed::Subscription { listen } = poll.changes
+                && listen == self.admin_listen
+            {
+                return Err(invalid("source.changes.listen", "must differ from adminListen"));
             }
         }
         for (i, rule) in self.security_rules.iter().enumerate() {

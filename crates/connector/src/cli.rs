@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carerecord_config::{ConnectorConfig, Source, SourceKind};
+use carerecord_config::{ChangeFeed, ConnectorConfig, Source, SourceKind};
 
+use crate::bulk_export::Exporter;
 use crate::poll::Poller;
 use crate::source::{SourceClient, SourceError};
 use crate::status::StatusBoard;
 use crate::store::Store;
+use crate::subscription::Inbox;
 use crate::transform::Provenance;
+use crate::writer::Writer;
 
 /// Timeout of one request to the provider or the store.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -103,7 +106,26 @@ pub async fn run(args: ConnectorArgs) -> Result<(), RunError> {
         match &config.source {
             Source::FhirPoll(poll) => {
                 let client = SourceClient::new(poll, status.clone(), REQUEST_TIMEOUT)?;
-                Poller::new(poll.clone(), client, store, provenance, key, status.clone()).run().await;
+                let writer = Writer::new(store, provenance, key, status.clone());
+                match &poll.changes {
+                    ChangeFeed::Search => Poller::new(poll.clone(), client, writer).run().await,
+                    ChangeFeed::BulkExport { .. } => Exporter::new(poll.clone(), client, writer).run().await,
+                    ChangeFeed::Subscription { listen } => {
+                        let listener = tokio::net::TcpListener::bind(listen)
+                            .await
+                            .map_err(|source| RunError::Listen { address: *listen, source })?;
+                        tracing::info!(listen = %listen, "subscription notification listener ready");
+                        let inbox = Arc::new(Inbox::new(poll.resources.clone(), status.clone()));
+                        let poller = Poller::new(poll.clone(), client, writer);
+                        let interval = Duration::from_secs(poll.interval_seconds);
+                        let serve = axum::serve(listener, crate::subscription::router(inbox.clone()))
+                            .with_graceful_shutdown(carerecord_serve::shutdown());
+                        tokio::select! {
+                            result = serve => return result.map_err(RunError::Serve),
+                            () = crate::subscription::read_forever(poller, inbox, interval) => {}
+                        }
+                    }
+                }
                 Ok(())
             }
             Source::Unavailable(u) => {

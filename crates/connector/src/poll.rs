@@ -3,64 +3,36 @@
 //! timestamps: hapi-fhir#5720), page by page, each page written in one
 //! transaction with the cursor that covers it.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use carerecord_config::FhirPoll;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use crate::cursor::{Cursor, DeadLetter};
+use crate::cursor::Cursor;
 use crate::source::{SourceClient, SourceError};
-use crate::status::StatusBoard;
-use crate::store::{Store, StoreError};
-use crate::transform::{self, Prepared, Provenance};
-
-/// Why a poll stopped early. The next poll starts again from the cursor.
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+use crate::writer::{SyncError, Writer};
 
 /// One connector's poller.
 pub struct Poller {
     config: FhirPoll,
     source: SourceClient,
-    store: Store,
-    provenance: Provenance,
-    /// `<tenant>/<connector>`: names the cursor and dead letters.
-    key: String,
-    status: Arc<StatusBoard>,
-    /// Source Patient id -> NHS number, learned from the source.
-    patients: HashMap<String, String>,
-    /// `<type>/<id>` -> (versionId, lastUpdated) written, while inside the overlap window.
-    seen: HashMap<String, (String, Timestamp)>,
+    writer: Writer,
 }
 
 impl Poller {
-    pub fn new(
-        config: FhirPoll,
-        source: SourceClient,
-        store: Store,
-        provenance: Provenance,
-        key: String,
-        status: Arc<StatusBoard>,
-    ) -> Self {
-        Self { config, source, store, provenance, key, status, patients: HashMap::new(), seen: HashMap::new() }
+    pub fn new(config: FhirPoll, source: SourceClient, writer: Writer) -> Self {
+        Self { config, source, writer }
     }
 
     /// Polls forever, `intervalSeconds` apart.
     pub async fn run(mut self) {
         loop {
             match self.poll_once().await {
-                Ok(()) => self.status.succeeded(Timestamp::now()),
+                Ok(()) => self.writer.status().succeeded(Timestamp::now()),
                 Err(error) => {
                     tracing::warn!(error = %error, "poll failed; the next poll starts again from the cursor");
-                    self.status.failed(Timestamp::now(), error.to_string());
+                    self.writer.status().failed(Timestamp::now(), error.to_string());
                 }
             }
             tokio::time::sleep(Duration::from_secs(self.config.interval_seconds)).await;
@@ -68,29 +40,46 @@ impl Poller {
     }
 
     /// One poll of every resource type.
-    pub async fn poll_once(&mut self) -> Result<(), PollError> {
-        // The store's cursor is the truth: another replica, or this process
-        // before a restart, may have moved it.
-        let mut cursor = self.store.cursor(&self.key).await?;
+    pub async fn poll_once(&mut self) -> Result<(), SyncError> {
+        let mut cursor = self.writer.cursor().await?;
         for (t, since) in &cursor.since {
-            self.status.cursor(t, *since);
+            self.writer.status().cursor(t, *since);
         }
         for resource_type in self.config.resources.clone() {
             self.poll_type(&resource_type, &mut cursor).await?;
         }
-        let horizon = cursor.since.values().min().copied();
-        let overlap = self.overlap();
-        if let Some(horizon) = horizon {
-            self.seen.retain(|_, (_, at)| *at >= horizon - overlap);
+        if let Some(horizon) = cursor.since.values().min().copied() {
+            self.writer.forget_seen_before(horizon - self.overlap());
         }
         Ok(())
+    }
+
+    /// Reads the named records (`<type>/<id>` in the provider's system) and
+    /// writes them; the cursor stays where it is (what it covers is decided
+    /// by `_lastUpdated` reads). A record the source no longer has is skipped.
+    pub async fn read_named(&mut self, references: &[(String, String)]) -> Result<(), SyncError> {
+        let mut records = Vec::with_capacity(references.len());
+        for (resource_type, id) in references {
+            match self.source.get(&format!("{}/{resource_type}/{id}", self.config.base_url)).await {
+                Ok(record) if record["resourceType"] == resource_type.as_str() => records.push(record),
+                Ok(_) | Err(SourceError::Status { status: 404 | 410 }) => {
+                    tracing::info!(record = %format!("{resource_type}/{id}"), "a notified record is not at the source; skipped");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Patients first, so that references to them resolve.
+        records.sort_by_key(|r| r["resourceType"] != "Patient");
+        let cursor = self.writer.cursor().await?;
+        self.writer.learn_patients(&records, &self.source, &self.config.base_url).await?;
+        self.writer.write_page(records, &cursor).await
     }
 
     fn overlap(&self) -> SignedDuration {
         SignedDuration::from_secs(self.config.overlap_seconds as i64)
     }
 
-    fn first_page_url(&self, resource_type: &str, since: Option<Timestamp>) -> Result<String, PollError> {
+    fn first_page_url(&self, resource_type: &str, since: Option<Timestamp>) -> Result<String, SyncError> {
         let mut url = url::Url::parse(&format!("{}/{resource_type}", self.config.base_url))
             .map_err(|e| SourceError::Http(e.to_string()))?;
         {
@@ -104,7 +93,7 @@ impl Poller {
         Ok(url.into())
     }
 
-    async fn poll_type(&mut self, resource_type: &str, cursor: &mut Cursor) -> Result<(), PollError> {
+    async fn poll_type(&mut self, resource_type: &str, cursor: &mut Cursor) -> Result<(), SyncError> {
         let mut url = Some(self.first_page_url(resource_type, cursor.since.get(resource_type).copied())?);
         // While pages come in lastUpdated order, each page's newest record is
         // a safe checkpoint; if the source does not sort, the cursor moves only
@@ -129,12 +118,12 @@ impl Poller {
             }
             in_order &= stamps.windows(2).all(|w| w[0] <= w[1]);
             newest = stamps.iter().copied().chain(newest).max();
-            self.learn_patients(&records).await?;
+            self.writer.learn_patients(&records, &self.source, &self.config.base_url).await?;
             let mut page_cursor = cursor.clone();
             if in_order && let Some(n) = newest {
                 page_cursor.advance(resource_type, n);
             }
-            self.write_page(records, &page_cursor).await?;
+            self.writer.write_page(records, &page_cursor).await?;
             *cursor = page_cursor;
             url = next_link(&page);
         }
@@ -142,142 +131,10 @@ impl Poller {
             && !in_order
         {
             cursor.advance(resource_type, n);
-            self.commit_cursor(cursor, Vec::new()).await?;
+            self.writer.commit_cursor(cursor, Vec::new()).await?;
         }
         if let Some(since) = cursor.since.get(resource_type) {
-            self.status.cursor(resource_type, *since);
-        }
-        Ok(())
-    }
-
-    /// Maps source Patient ids to NHS numbers: from Patients on the page, and
-    /// by reading (from the source) any patient a record refers to that is
-    /// not known yet.
-    async fn learn_patients(&mut self, records: &[Value]) -> Result<(), PollError> {
-        for r in records.iter().filter(|r| r["resourceType"] == "Patient") {
-            if let (Some(id), Some(nhs)) = (r["id"].as_str(), transform::nhs_number(r)) {
-                self.patients.insert(id.to_string(), nhs.to_string());
-            }
-        }
-        let mut unknown = std::collections::BTreeSet::new();
-        for r in records {
-            unknown.extend(transform::unknown_patients(r, &self.patients));
-        }
-        for id in unknown {
-            let patient = self.source.get(&format!("{}/Patient/{id}", self.config.base_url)).await;
-            match patient {
-                Ok(p) => {
-                    if let Some(nhs) = transform::nhs_number(&p) {
-                        self.patients.insert(id, nhs.to_string());
-                    }
-                }
-                // A patient the source no longer has: the reference falls back to its source identity.
-                Err(SourceError::Status { status: 404 | 410 }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes a page and the cursor covering it in one transaction; if the
-    /// store refuses the page, writes each record alone and sets aside the
-    /// ones it refuses, so that one bad record never blocks the feed.
-    async fn write_page(&mut self, records: Vec<Value>, cursor: &Cursor) -> Result<(), PollError> {
-        let mut prepared: Vec<Prepared> = Vec::new();
-        let mut letters: Vec<(DeadLetter, Value)> = Vec::new();
-        let mut unchanged = 0;
-        for record in records {
-            match transform::prepare(record.clone(), &self.provenance, &self.patients) {
-                Ok(p) if self.already_written(&p) => unchanged += 1,
-                Ok(p) => prepared.push(p),
-                Err(error) => letters.push((self.letter(&record, error.to_string()), record)),
-            }
-        }
-        self.status.unchanged(unchanged);
-        if prepared.is_empty() && letters.is_empty() {
-            return self.commit_cursor_if_moved(cursor).await;
-        }
-        let mut entries: Vec<Value> = prepared.iter().map(transform::transaction_entry).collect();
-        entries.push(cursor.entry(&self.key, &self.provenance.meta()));
-        match self.store.commit(&transform::transaction(entries)).await {
-            Ok(_) => {
-                self.note_written(&prepared);
-                if !letters.is_empty() {
-                    self.commit_cursor(cursor, letters).await?;
-                }
-                Ok(())
-            }
-            Err(StoreError::Refused { reason, .. }) => {
-                tracing::warn!(reason = %reason, records = prepared.len(), "the store refused a page; writing its records one by one");
-                for p in prepared {
-                    let single = transform::transaction(vec![transform::transaction_entry(&p)]);
-                    match self.store.commit(&single).await {
-                        Ok(_) => self.note_written(std::slice::from_ref(&p)),
-                        Err(StoreError::Refused { reason, .. }) => {
-                            let letter = DeadLetter {
-                                source_ref: p.source_ref.clone(),
-                                source_version: p.source_version.clone(),
-                                reason,
-                                at: Timestamp::now(),
-                            };
-                            letters.push((letter, p.resource));
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                self.commit_cursor(cursor, letters).await
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn letter(&self, record: &Value, reason: String) -> DeadLetter {
-        let source_ref = format!(
-            "{}/{}",
-            record["resourceType"].as_str().unwrap_or("Unknown"),
-            record["id"].as_str().unwrap_or("-")
-        );
-        let source_version = record["meta"]["versionId"].as_str().map(str::to_string);
-        DeadLetter { source_ref, source_version, reason, at: Timestamp::now() }
-    }
-
-    /// Whether this version of the record was written inside the overlap window.
-    fn already_written(&self, p: &Prepared) -> bool {
-        match (&p.source_version, self.seen.get(&p.source_ref)) {
-            (Some(version), Some((seen, _))) => version == seen,
-            _ => false,
-        }
-    }
-
-    fn note_written(&mut self, prepared: &[Prepared]) {
-        for p in prepared {
-            if let (Some(version), Some(at)) =
-                (&p.source_version, p.source_last_updated.as_deref().and_then(|s| s.parse().ok()))
-            {
-                self.seen.insert(p.source_ref.clone(), (version.clone(), at));
-            }
-        }
-        self.status.written(prepared.len() as u64);
-    }
-
-    async fn commit_cursor_if_moved(&mut self, cursor: &Cursor) -> Result<(), PollError> {
-        let stored = self.store.cursor(&self.key).await?;
-        if stored == *cursor { Ok(()) } else { self.commit_cursor(cursor, Vec::new()).await }
-    }
-
-    /// Writes the cursor, with any dead letters it moves past, in one transaction.
-    async fn commit_cursor(&mut self, cursor: &Cursor, letters: Vec<(DeadLetter, Value)>) -> Result<(), PollError> {
-        let meta = self.provenance.meta();
-        let mut entries = vec![cursor.entry(&self.key, &meta)];
-        entries.extend(letters.iter().map(|(letter, record)| letter.entry(&self.key, &meta, record)));
-        self.store.commit(&transform::transaction(entries)).await?;
-        for (letter, _) in letters {
-            // Set aside once: the overlap window reading it again skips it.
-            if let Some(version) = &letter.source_version {
-                self.seen.insert(letter.source_ref.clone(), (version.clone(), letter.at));
-            }
-            tracing::warn!(record = %letter.source_ref, reason = %letter.reason, "dead letter: the store refused a record");
-            self.status.dead_letter(letter);
+            self.writer.status().cursor(resource_type, *since);
         }
         Ok(())
     }

@@ -117,12 +117,40 @@ impl SourceClient {
     /// GETs a FHIR JSON document, waiting out 429/503 as the provider asks
     /// and renewing the token once on 401.
     pub async fn get(&self, url: &str) -> Result<Value, SourceError> {
+        let response = self.send(reqwest::Method::GET, url, &[], true, None).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SourceError::Status { status: status.as_u16() });
+        }
+        response.json().await.map_err(|e| SourceError::Body(without_url(&e)))
+    }
+
+    /// Sends a request with `headers` (and the bearer token when
+    /// `authenticate`; `timeout` replaces the client's), waiting out 429/503 as the provider asks and renewing
+    /// the token once on 401; any other answer is the caller's to read.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        authenticate: bool,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, SourceError> {
         let mut throttled = 0;
         let mut renewed = false;
         loop {
             self.limit.acquire().await;
-            let mut request = self.http.get(url).header("Accept", "application/fhir+json");
-            if let Some(token) = self.bearer().await? {
+            let mut request = self.http.request(method.clone(), url);
+            if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("accept")) {
+                request = request.header("Accept", "application/fhir+json");
+            }
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            if authenticate && let Some(token) = self.bearer().await? {
                 request = request.bearer_auth(token);
             }
             let response = request.send().await.map_err(|e| SourceError::Http(without_url(&e)))?;
@@ -143,15 +171,12 @@ impl SourceClient {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            if status.as_u16() == 401 && !renewed && self.renews_tokens() {
+            if status.as_u16() == 401 && authenticate && !renewed && self.renews_tokens() {
                 renewed = true;
                 *self.token.lock().await = None;
                 continue;
             }
-            if !status.is_success() {
-                return Err(SourceError::Status { status: status.as_u16() });
-            }
-            return response.json().await.map_err(|e| SourceError::Body(without_url(&e)));
+            return Ok(response);
         }
     }
 

@@ -10,11 +10,24 @@
 //!   provider_double --listen 127.0.0.1:0 --ods N81001 --patients 20 --nhs-seed 1000
 //!       --client-id emis --client-secret s3cret
 //!
+//! It also runs Bulk Data (v2) exports as such systems do: `GET
+//! /fhir/Patient/$export` or `/fhir/$export` with `Prefer: respond-async`,
+//! `_type` and `_since` (records changed after it) answers `202` with a
+//! status URL, which answers `202` with `Retry-After` and `X-Progress` a
+//! few times, then the manifest (`requiresAccessToken: true`) naming NDJSON
+//! files that need the bearer token; `DELETE` on the status URL drops the
+//! job. And it plays a FHIR Subscription's server side: on request it sends
+//! rest-hook notifications (R4: an empty body; the R4 Backport IG: an
+//! id-only notification Bundle) to a URL with the header the Subscription's
+//! `channel.header` would carry.
+//!
 //! It prints `listening on <addr>` once ready. Control endpoints (tests only,
 //! no auth): `POST /_control/throttle {"count": n, "retryAfter": s}`,
 //! `POST /_control/change {"type": "...", "id": "...", "lateSeconds": s}`,
 //! `POST /_control/add {resource}`, `POST /_control/delay {"ms": n}`,
-//! `GET /_control/stats`.
+//! `POST /_control/export {"polls": n, "fileSize": n, "fileDelayMs": n, "errors": ["..."]}`,
+//! `POST /_control/notify {"url": "...", "authorization": "...", "payload":
+//! "empty"|"id-only", "change": {like /_control/change}}`, `GET /_control/stats`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -101,6 +114,42 @@ struct Double {
     /// Requests that came back before a Retry-After had passed.
     early: u64,
     next_token: u64,
+    export: ExportSettings,
+    jobs: BTreeMap<u64, ExportJob>,
+    next_job: u64,
+    kick_offs: u64,
+    deleted_jobs: u64,
+    /// Records written into export files (every file download counts).
+    exported_records: u64,
+    notifications: u64,
+}
+
+/// How exports behave, set by `/_control/export`.
+struct ExportSettings {
+    /// Status requests answered 202 before the manifest.
+    polls: u32,
+    /// Records per NDJSON file.
+    file_size: usize,
+    /// Delay before each file is served.
+    file_delay: Duration,
+    /// OperationOutcome diagnostics listed in the manifest's error file.
+    errors: Vec<String>,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self { polls: 2, file_size: 50, file_delay: Duration::ZERO, errors: Vec::new() }
+    }
+}
+
+/// One kicked-off export: its records as of its transactionTime.
+struct ExportJob {
+    transaction_time: Timestamp,
+    request: String,
+    polls_left: u32,
+    /// (type, the file's records as NDJSON lines)
+    files: Vec<(String, Vec<String>)>,
+    errors: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Double>>;
@@ -352,12 +401,18 @@ async fn control_delay(State(shared): State<Shared>, Json(body): Json<Value>) ->
 /// is stamped that far in the past, as a transaction committed late would be.
 async fn control_change(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
     let mut double = shared.lock().unwrap();
+    match change(&mut double, &body) {
+        Some(changed) => Json(changed).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Applies a change (`type`, `id`, `set`, `lateSeconds`); the new version, or None for an unknown record.
+fn change(double: &mut Double, body: &Value) -> Option<Value> {
     let key =
         (body["type"].as_str().unwrap_or_default().to_string(), body["id"].as_str().unwrap_or_default().to_string());
     let late = SignedDuration::from_secs(body["lateSeconds"].as_i64().unwrap_or(0));
-    let Some(record) = double.records.get_mut(&key) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+    let record = double.records.get_mut(&key)?;
     record.version += 1;
     record.last_updated = Timestamp::now() - late;
     if let Some(patch) = body["set"].as_object() {
@@ -365,7 +420,249 @@ async fn control_change(State(shared): State<Shared>, Json(body): Json<Value>) -
             record.resource[k] = v.clone();
         }
     }
-    Json(view(record)).into_response()
+    Some(view(record))
+}
+
+fn host_base(headers: &HeaderMap) -> String {
+    format!("http://{}/fhir", headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost"))
+}
+
+async fn export_patients(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    kick_off(&shared, &headers, &query, "Patient/$export")
+}
+
+async fn export_system(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    kick_off(&shared, &headers, &query, "$export")
+}
+
+/// A Bulk Data kick-off: the job takes its records now (transactionTime),
+/// and is followed at its status URL.
+fn kick_off(shared: &Shared, headers: &HeaderMap, query: &BTreeMap<String, String>, path: &str) -> Response {
+    let mut double = shared.lock().unwrap();
+    if let Some(refused) = admit(&mut double, headers) {
+        return refused;
+    }
+    let async_asked = headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("respond-async"));
+    if !async_asked {
+        return outcome(StatusCode::BAD_REQUEST, "invalid", "an export needs Prefer: respond-async");
+    }
+    let types: Vec<String> = match query.get("_type") {
+        Some(list) => list.split(',').map(str::to_string).collect(),
+        None => TYPES.iter().map(|t| t.to_string()).collect(),
+    };
+    if let Some(unknown) = types.iter().find(|t| !TYPES.contains(&t.as_str())) {
+        return outcome(StatusCode::BAD_REQUEST, "not-supported", &format!("{unknown} is not exported"));
+    }
+    let since = match query.get("_since").map(|s| s.parse::<Timestamp>()) {
+        Some(Ok(since)) => Some(since),
+        Some(Err(_)) => return outcome(StatusCode::BAD_REQUEST, "invalid", "_since must be an instant"),
+        None => None,
+    };
+    let transaction_time = Timestamp::now();
+    let file_size = double.export.file_size.max(1);
+    let mut files = Vec::new();
+    for t in &types {
+        // Changed after _since, up to and including transactionTime (Bulk Data v2).
+        let lines: Vec<String> = double
+            .records
+            .iter()
+            .filter(|((rt, _), r)| {
+                rt == t && since.is_none_or(|s| r.last_updated > s) && r.last_updated <= transaction_time
+            })
+            .map(|(_, r)| view(r).to_string())
+            .collect();
+        files.extend(lines.chunks(file_size).map(|chunk| (t.clone(), chunk.to_vec())));
+    }
+    double.next_job += 1;
+    double.kick_offs += 1;
+    let id = double.next_job;
+    let base = host_base(headers);
+    let query_text: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", url_encode(v))).collect();
+    let job = ExportJob {
+        transaction_time,
+        request: format!("{base}/{path}?{}", query_text.join("&")),
+        polls_left: double.export.polls,
+        files,
+        errors: double.export.errors.clone(),
+    };
+    double.jobs.insert(id, job);
+    let mut response = StatusCode::ACCEPTED.into_response();
+    response.headers_mut().insert(header::CONTENT_LOCATION, format!("{base}/_export/{id}").parse().unwrap());
+    response
+}
+
+async fn export_status(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    let mut double = shared.lock().unwrap();
+    if let Some(refused) = admit(&mut double, &headers) {
+        return refused;
+    }
+    let base = host_base(&headers);
+    let Some(job) = double.jobs.get_mut(&id) else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export");
+    };
+    if job.polls_left > 0 {
+        job.polls_left -= 1;
+        let mut response = StatusCode::ACCEPTED.into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        response.headers_mut().insert("x-progress", format!("{} polls to go", job.polls_left + 1).parse().unwrap());
+        return response;
+    }
+    let output: Vec<Value> = job
+        .files
+        .iter()
+        .enumerate()
+        .map(|(n, (t, lines))| json!({"type": t, "url": format!("{base}/_export/{id}/{n}.ndjson"), "count": lines.len()}))
+        .collect();
+    let error: Vec<Value> = if job.errors.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"type": "OperationOutcome", "url": format!("{base}/_export/{id}/errors.ndjson")})]
+    };
+    let manifest = json!({
+        "transactionTime": job.transaction_time.to_string(), "request": job.request,
+        "requiresAccessToken": true, "output": output, "error": error,
+    });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Json(manifest)).into_response()
+}
+
+async fn export_delete(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    let mut double = shared.lock().unwrap();
+    if let Some(refused) = admit(&mut double, &headers) {
+        return refused;
+    }
+    if double.jobs.remove(&id).is_none() {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export");
+    }
+    double.deleted_jobs += 1;
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn export_file(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((id, file)): Path<(u64, String)>,
+) -> Response {
+    let delay = {
+        let mut double = shared.lock().unwrap();
+        if let Some(refused) = admit(&mut double, &headers) {
+            return refused;
+        }
+        double.export.file_delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut double = shared.lock().unwrap();
+    let Some(job) = double.jobs.get(&id) else {
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such export");
+    };
+    let lines: Vec<String> = if file == "errors.ndjson" {
+        job.errors
+            .iter()
+            .map(|e| json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "processing", "diagnostics": e}]}).to_string())
+            .collect()
+    } else {
+        let n: Option<usize> = file.strip_suffix(".ndjson").and_then(|n| n.parse().ok());
+        match n.and_then(|n| job.files.get(n)) {
+            Some((_, lines)) => lines.clone(),
+            None => return outcome(StatusCode::NOT_FOUND, "not-found", "no such file"),
+        }
+    };
+    if file != "errors.ndjson" {
+        double.exported_records += lines.len() as u64;
+    }
+    let mut body = lines.join("\n");
+    body.push('\n');
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/fhir+ndjson")], body).into_response()
+}
+
+async fn control_export(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
+    let mut double = shared.lock().unwrap();
+    let settings = &mut double.export;
+    if let Some(polls) = body["polls"].as_u64() {
+        settings.polls = polls as u32;
+    }
+    if let Some(size) = body["fileSize"].as_u64() {
+        settings.file_size = size as usize;
+    }
+    if let Some(ms) = body["fileDelayMs"].as_u64() {
+        settings.file_delay = Duration::from_millis(ms);
+    }
+    if let Some(errors) = body["errors"].as_array() {
+        settings.errors = errors.iter().filter_map(|e| e.as_str().map(str::to_string)).collect();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A Subscription's notification: the change (if any) is made first, then
+/// the notification is sent to `url` with `authorization` as its header.
+/// Answers with what the receiver answered (or that it could not be reached).
+async fn control_notify(State(shared): State<Shared>, Json(body): Json<Value>) -> Response {
+    let (payload, event) = {
+        let mut double = shared.lock().unwrap();
+        let changed = if body["change"].is_object() {
+            match change(&mut double, &body["change"]) {
+                Some(changed) => Some(changed),
+                None => return StatusCode::NOT_FOUND.into_response(),
+            }
+        } else {
+            None
+        };
+        double.notifications += 1;
+        let focus =
+            changed.map(|c| format!("{}/{}", c["resourceType"].as_str().unwrap_or(""), c["id"].as_str().unwrap_or("")));
+        let payload = match (body["payload"].as_str(), focus) {
+            (Some("id-only"), Some(focus)) => Some(id_only_notification(double.notifications, &focus)),
+            _ => None,
+        };
+        (payload, double.notifications)
+    };
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut request = client.post(body["url"].as_str().unwrap_or_default());
+    if let Some(authorization) = body["authorization"].as_str() {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    if let Some(payload) = payload {
+        request = request.header(header::CONTENT_TYPE, "application/fhir+json").body(payload.to_string());
+    }
+    let delivered = match request.send().await {
+        Ok(response) => json!(response.status().as_u16()),
+        Err(_) => json!("unreachable"),
+    };
+    Json(json!({"event": event, "delivered": delivered})).into_response()
+}
+
+/// An id-only notification of the R4 Subscriptions Backport IG.
+fn id_only_notification(event: u64, focus: &str) -> Value {
+    json!({
+        "resourceType": "Bundle", "type": "history", "timestamp": Timestamp::now().to_string(),
+        "entry": [
+            {"fullUrl": "urn:uuid:notification-status", "resource": {
+                "resourceType": "Parameters",
+                "meta": {"profile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"]},
+                "parameter": [
+                    {"name": "subscription", "valueReference": {"reference": "Subscription/carerecord"}},
+                    {"name": "topic", "valueCanonical": "http://example.nhs.uk/SubscriptionTopic/record-changed"},
+                    {"name": "status", "valueCode": "active"},
+                    {"name": "type", "valueCode": "event-notification"},
+                    {"name": "events-since-subscription-start", "valueString": event.to_string()},
+                    {"name": "notification-event", "part": [
+                        {"name": "event-number", "valueString": event.to_string()},
+                        {"name": "focus", "valueReference": {"reference": focus}},
+                    ]},
+                ],
+            }},
+            {"fullUrl": focus, "request": {"method": "PUT", "url": focus}, "response": {"status": "200"}},
+        ],
+    })
 }
 
 async fn control_add(State(shared): State<Shared>, Json(resource): Json<Value>) -> Response {
@@ -386,12 +683,16 @@ async fn control_stats(State(shared): State<Shared>) -> Response {
     }
     Json(json!({
         "requests": double.requests, "throttled": double.throttled, "early": double.early, "records": per_type,
+        "exportKickOffs": double.kick_offs, "exportJobs": double.jobs.len(), "exportJobsDeleted": double.deleted_jobs,
+        "exportedRecords": double.exported_records, "notifications": double.notifications,
     }))
     .into_response()
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // reqwest (notifications) is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let a = args()?;
     let double = Double {
         records: seed(&a),
@@ -403,16 +704,29 @@ async fn main() -> Result<()> {
         throttled: 0,
         early: 0,
         next_token: 0,
+        export: ExportSettings::default(),
+        jobs: BTreeMap::new(),
+        next_job: 0,
+        kick_offs: 0,
+        deleted_jobs: 0,
+        exported_records: 0,
+        notifications: 0,
     };
     let app = axum::Router::new()
         .route("/token", post(token))
         .route("/fhir/metadata", get(metadata))
+        .route("/fhir/$export", get(export_system))
+        .route("/fhir/Patient/$export", get(export_patients))
+        .route("/fhir/_export/{id}", get(export_status).delete(export_delete))
+        .route("/fhir/_export/{id}/{file}", get(export_file))
         .route("/fhir/{t}", get(search))
         .route("/fhir/{t}/{id}", get(read))
         .route("/_control/throttle", post(control_throttle))
         .route("/_control/delay", post(control_delay))
         .route("/_control/change", post(control_change))
         .route("/_control/add", post(control_add))
+        .route("/_control/export", post(control_export))
+        .route("/_control/notify", post(control_notify))
         .route("/_control/stats", get(control_stats))
         .with_state(Arc::new(Mutex::new(double)));
     let listener = tokio::net::TcpListener::bind(a.listen).await?;

@@ -24,8 +24,8 @@ use kube::{Resource, ResourceExt};
 use std::net::SocketAddr;
 
 use carerecord_config::{
-    ConnectorApiVersion, ConnectorConfig, ConnectorProvider, FhirPoll, InboundConnector, Mllp, Push, Source,
-    SourceAuth, Unavailable,
+    ChangeFeed, ConnectorApiVersion, ConnectorConfig, ConnectorProvider, ExportLevel, FhirPoll, InboundConnector, Mllp,
+    Push, Source, SourceAuth, Unavailable,
 };
 
 use crate::api::connector::{
@@ -125,8 +125,10 @@ impl<'a> Ctx<'a> {
         l
     }
 
-    fn push(&self) -> bool {
-        effective_schedule(self.connector, self.profile).mode == ScheduleMode::Push
+    /// Whether the provider sends to the connector (pushes, Subscription
+    /// notifications, MLLP messages) rather than only being read.
+    fn receives(&self) -> bool {
+        receives(self.connector, self.profile)
     }
 }
 
@@ -148,7 +150,7 @@ pub fn render(
     let config = config_map(&ctx);
     let hash = crate::render::pod::config_hash(&config);
     let inbound = connector.spec.state != ConnectorState::Stopped
-        && ctx.push()
+        && ctx.receives()
         && profile.protocol == Protocol::FhirR4
         && gateway_api;
     ConnectorChildren {
@@ -222,47 +224,74 @@ fn source(ctx: &Ctx) -> Source {
         );
     }
     let schedule = effective_schedule(ctx.connector, ctx.profile);
+    let listen = any_address(ctx.profile.port);
     match (ctx.profile.protocol, schedule.mode) {
-        (Protocol::Hl7v2Mllp, _) => {
-            Source::Hl7v2Mllp(Mllp { listen: any_address(ctx.profile.port), max_message_bytes: MLLP_MAX_MESSAGE_BYTES })
+        (Protocol::Hl7v2Mllp, _) => Source::Hl7v2Mllp(Mllp { listen, max_message_bytes: MLLP_MAX_MESSAGE_BYTES }),
+        (Protocol::FhirR4, ScheduleMode::Push) => Source::Push(Push { listen }),
+        // Notifications come through the record gateway's /inbound/<connector>
+        // route; the interval is the safety-net catch-up.
+        (Protocol::FhirR4, ScheduleMode::Subscription) => {
+            Source::FhirPoll(fhir_source(ctx, &schedule, ChangeFeed::Subscription { listen }))
         }
-        (Protocol::FhirR4, ScheduleMode::Push) => Source::Push(Push { listen: any_address(ctx.profile.port) }),
-        (Protocol::FhirR4, ScheduleMode::Subscription) => unavailable(
-            "FHIR Subscription (rest-hook) is not supported by this connector version; set spec.schedule.mode: Poll",
-        ),
         (Protocol::FhirR4, ScheduleMode::Poll) => {
-            let mut resources = effective_resources(ctx.connector, ctx.profile);
-            // Patients first, so that references to them resolve.
-            resources.sort_by_key(|t| t != "Patient");
-            Source::FhirPoll(FhirPoll {
-                base_url: spec.endpoint.url.trim_end_matches('/').to_string(),
-                resources,
-                interval_seconds: schedule.interval_seconds.unwrap_or(900).max(1) as u64,
-                overlap_seconds: POLL_OVERLAP_SECONDS,
-                page_size: ctx.profile.config["pageSize"].as_u64().map_or(100, |n| n.clamp(1, 1000) as u32),
-                requests_per_second: POLL_REQUESTS_PER_SECOND,
-                auth: source_auth(&spec.endpoint),
-                ca_file: spec.endpoint.ca_config_map_ref.as_ref().map(|_| format!("{CONFIG_DIR}/ca/ca.crt")),
-            })
+            let changes = if ctx.profile.config["bulkExport"].as_bool() == Some(true) {
+                ChangeFeed::BulkExport { level: ExportLevel::Patient, timeout_seconds: EXPORT_TIMEOUT_SECONDS }
+            } else {
+                ChangeFeed::Search
+            };
+            Source::FhirPoll(fhir_source(ctx, &schedule, changes))
         }
     }
 }
 
+/// A FHIR R4 source reading the connector's endpoint, finding changes as `changes` says.
+fn fhir_source(ctx: &Ctx, schedule: &Schedule, changes: ChangeFeed) -> FhirPoll {
+    let spec = &ctx.connector.spec;
+    let mut resources = effective_resources(ctx.connector, ctx.profile);
+    // Patients first, so that references to them resolve.
+    resources.sort_by_key(|t| t != "Patient");
+    FhirPoll {
+        base_url: spec.endpoint.url.trim_end_matches('/').to_string(),
+        resources,
+        interval_seconds: schedule.interval_seconds.unwrap_or(DEFAULT_INTERVAL_SECONDS).max(1) as u64,
+        overlap_seconds: POLL_OVERLAP_SECONDS,
+        page_size: ctx.profile.config["pageSize"].as_u64().map_or(100, |n| n.clamp(1, 1000) as u32),
+        requests_per_second: POLL_REQUESTS_PER_SECOND,
+        auth: source_auth(&spec.endpoint),
+        ca_file: spec.endpoint.ca_config_map_ref.as_ref().map(|_| format!("{CONFIG_DIR}/ca/ca.crt")),
+        changes,
+    }
+}
+
+/// Between polls or exports when neither the spec nor the profile says, and
+/// between a Subscription connector's safety-net catch-ups.
+const DEFAULT_INTERVAL_SECONDS: i32 = 900;
+/// Longest a Bulk Data export may take before it is abandoned and started again.
+const EXPORT_TIMEOUT_SECONDS: u64 = 3600;
+
 const MLLP_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// Whether the provider sends to the connector: pushes and Subscription
+/// notifications (and MLLP messages, which are Push).
+fn receives(connector: &ProviderConnector, profile: &Profile) -> bool {
+    matches!(effective_schedule(connector, profile).mode, ScheduleMode::Push | ScheduleMode::Subscription)
+}
+
 /// What the tenant's record gateway needs to forward `/inbound/<connector>`
-/// pushes to this connector: only for a FHIR push connector that is not
-/// Stopped.
+/// pushes and Subscription notifications to this connector: only for a FHIR
+/// connector of either schedule that is not Stopped.
 pub fn inbound(connector: &ProviderConnector, profile: &Profile, namespace: &str) -> Option<InboundConnector> {
-    let push = effective_schedule(connector, profile).mode == ScheduleMode::Push;
-    (push && profile.protocol == Protocol::FhirR4 && connector.spec.state != ConnectorState::Stopped).then(|| {
-        let name = connector.name_any();
-        InboundConnector {
-            upstream_url: format!("http://{name}.{namespace}.svc:{}", profile.port),
-            name,
-            provider_ods_code: connector.spec.provider.ods_code.clone(),
-        }
-    })
+    (receives(connector, profile)
+        && profile.protocol == Protocol::FhirR4
+        && connector.spec.state != ConnectorState::Stopped)
+        .then(|| {
+            let name = connector.name_any();
+            InboundConnector {
+                upstream_url: format!("http://{name}.{namespace}.svc:{}", profile.port),
+                name,
+                provider_ods_code: connector.spec.provider.ods_code.clone(),
+            }
+        })
 }
 
 /// The connector's configuration: the `carerecord.dev/connector/v1` contract.
@@ -463,8 +492,8 @@ fn network_policy(ctx: &Ctx, settings: &PlatformSettings) -> NetworkPolicy {
         from: Some(vec![namespace(&settings.operator_namespace)]),
         ports: Some(vec![tcp(CONNECTOR_ADMIN_PORT)]),
     }];
-    if ctx.push() {
-        // HTTP pushes arrive only through the tenant's record gateway; MLLP
+    if ctx.receives() {
+        // HTTP pushes and notifications arrive only through the tenant's record gateway; MLLP
         // senders connect from outside the platform through a load balancer.
         let from = match ctx.profile.protocol {
             Protocol::Hl7v2Mllp => None,
