@@ -65,9 +65,65 @@ fn in_namespace(
     store.state().iter().filter(|c| c.namespace().as_deref() == Some(ns)).map(|c| ObjectRef::from_obj(&**c)).collect()
 }
 
+/// The conditions a connector's status carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectorCondition {
+    Configured,
+    Deployed,
+    EndpointReachable,
+    Synced,
+    Ready,
+}
+
+impl ConnectorCondition {
+    pub const ALL: [Self; 5] = [Self::Configured, Self::Deployed, Self::EndpointReachable, Self::Synced, Self::Ready];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Configured => "Configured",
+            Self::Deployed => "Deployed",
+            Self::EndpointReachable => "EndpointReachable",
+            Self::Synced => super::sync::SYNCED,
+            Self::Ready => "Ready",
+        }
+    }
+
+    /// Whether turning False deserves a Warning Event: what a person must
+    /// fix (the spec, the provider's endpoint, the feed). Ready and
+    /// Deployed follow from those, or from the cluster catching up.
+    fn warns(self) -> bool {
+        matches!(self, Self::Configured | Self::EndpointReachable | Self::Synced)
+    }
+}
+
 /// Why a connector gets no children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NotConfiguredReason {
+    InvalidSpec,
+    NotInTenantNamespace,
+    UnknownSystem,
+    ImageNotAllowed,
+    InvalidConfiguration,
+    QuotaExceeded,
+}
+
+impl NotConfiguredReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidSpec => "InvalidSpec",
+            Self::NotInTenantNamespace => "NotInTenantNamespace",
+            Self::UnknownSystem => "UnknownSystem",
+            Self::ImageNotAllowed => "ImageNotAllowed",
+            Self::InvalidConfiguration => "InvalidConfiguration",
+            Self::QuotaExceeded => "QuotaExceeded",
+        }
+    }
+}
+
+/// Why a connector gets no children, for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct NotConfigured {
-    reason: &'static str,
+    reason: NotConfiguredReason,
     message: String,
 }
 
@@ -96,15 +152,17 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
         _ => None,
     };
     let problem = match (crate::render::validate::connector(&connector), &tenant, &profile) {
-        (Err(invalid), _, _) => Some(NotConfigured { reason: "InvalidSpec", message: invalid.to_string() }),
+        (Err(invalid), _, _) => {
+            Some(NotConfigured { reason: NotConfiguredReason::InvalidSpec, message: invalid.to_string() })
+        }
         (Ok(()), None, _) => Some(NotConfigured {
-            reason: "NotInTenantNamespace",
+            reason: NotConfiguredReason::NotInTenantNamespace,
             message: format!(
                 "namespace {namespace} does not belong to a CareRecordTenant; create connectors in a tenant's namespace"
             ),
         }),
         (Ok(()), Some(_), None) => Some(NotConfigured {
-            reason: "UnknownSystem",
+            reason: NotConfiguredReason::UnknownSystem,
             message: format!(
                 "system {} is not in the connector catalogue (known: {}){}",
                 connector.spec.system,
@@ -119,7 +177,7 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
             if connector.spec.image.as_deref().is_some_and(|i| !ctx.settings.connector_images.allows(i)) =>
         {
             Some(NotConfigured {
-                reason: "ImageNotAllowed",
+                reason: NotConfiguredReason::ImageNotAllowed,
                 message: format!(
                     "image {} is not from a registry the platform allows for connectors ({}); remove spec.image to run the profile's image",
                     connector.spec.image.as_deref().unwrap_or_default(),
@@ -128,7 +186,7 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
             })
         }
         (Ok(()), Some(_), Some(_)) if invalid_contract.is_some() => Some(NotConfigured {
-            reason: "InvalidConfiguration",
+            reason: NotConfiguredReason::InvalidConfiguration,
             message: format!(
                 "the connector's configuration would be invalid ({}); check spec.endpoint",
                 invalid_contract.as_ref().map(ToString::to_string).unwrap_or_default()
@@ -138,7 +196,7 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
             let max = tenant.spec.quota.as_ref().and_then(|q| q.max_connectors).unwrap_or(50);
             let all = ctx.caches.connectors_in(&namespace);
             over_quota(&connector, &all, max).then(|| NotConfigured {
-                reason: "QuotaExceeded",
+                reason: NotConfiguredReason::QuotaExceeded,
                 message: format!(
                     "tenant {} allows {max} connectors (quota.maxConnectors) and this one is beyond it",
                     tenant.name_any()
@@ -180,98 +238,42 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
     apply::prune(&ctx.client, &live, &desired, &uid, crate::api::tenant::DeletionPolicy::Delete).await?;
 
     let previous = connector.status.clone().unwrap_or_default();
-    let mut conditions = Vec::new();
+    let state = connector.spec.state;
     let mut endpoint = previous.endpoint.clone();
     let mut sync = previous.sync.clone();
     let mut requeue = None;
-    match (&problem, &profile) {
-        (Some(_), _) | (None, None) => {
-            let (reason, message) =
-                problem.as_ref().map(|p| (p.reason, p.message.clone())).unwrap_or(("UnknownSystem", String::new()));
-            conditions.push(Observed::new("Configured", ConditionStatus::False, reason, message.clone()));
-            conditions.push(Observed::new("Ready", ConditionStatus::False, reason, message));
-            ctx.prober.forget(&key);
-        }
+    let observed = match (&problem, &profile) {
         (None, Some(profile)) => {
-            conditions.push(Observed::new(
-                "Configured",
-                ConditionStatus::True,
-                "Configured",
-                format!("profile {}", profile.name),
-            ));
-            let state = connector.spec.state;
             let deployed = readiness::deployment(live.value(ChildKind::Deployment, &name).as_ref());
-            conditions.push(Observed::new(
-                "Deployed",
-                ConditionStatus::from_bool(deployed.ready),
-                deployed.reason,
-                deployed.message.clone(),
-            ));
-            let reachable = if state == ConnectorState::Stopped {
+            // Observe: the endpoint (probed when due) and the feed.
+            let probe = if state == ConnectorState::Stopped {
                 ctx.prober.forget(&key);
-                Observed::new("EndpointReachable", ConditionStatus::Unknown, "Stopped", "not probed while Stopped")
+                None
             } else {
-                let target = format!("{}|{}", connector.spec.endpoint.url, profile.name);
-                let remembered = match ctx.prober.fresh(&key, &target) {
-                    Some(r) => r,
-                    None => {
-                        let credentials = credentials(&ctx, &namespace, &connector).await?;
-                        ctx.prober
-                            .probe(
-                                &key,
-                                &target,
-                                &connector.spec.endpoint.url,
-                                profile.protocol,
-                                profile.probe_path.as_deref(),
-                                credentials.as_ref(),
-                            )
-                            .await
-                    }
-                };
+                let remembered = probe_when_due(&ctx, &key, &connector, profile).await?;
                 requeue =
                     Some(ctx.prober.interval().saturating_sub(remembered.at.elapsed()).max(Duration::from_secs(1)));
                 endpoint = Some(endpoint_status(previous.endpoint.as_ref(), &remembered.result));
-                let r = &remembered.result;
-                let result = r.failure.map(|f| f.as_str()).unwrap_or("Reachable");
+                let result = remembered.result.failure.map(|f| f.as_str()).unwrap_or("Reachable");
                 ctx.metrics.probes.get_or_create(&ProbeLabel { result }).inc();
-                Observed::new(
-                    "EndpointReachable",
-                    ConditionStatus::from_bool(r.reachable),
-                    r.failure.map(|f| f.as_str()).unwrap_or("Reachable"),
-                    r.message.clone(),
-                )
+                Some(remembered.result)
             };
-            let ready = match state {
-                ConnectorState::Running if deployed.ready && reachable.is_true() => Observed::new(
-                    "Ready",
-                    ConditionStatus::True,
-                    "Ready",
-                    "connector is running and its endpoint answers",
-                ),
-                ConnectorState::Running => Observed::new(
-                    "Ready",
-                    ConditionStatus::False,
-                    if deployed.ready { "EndpointUnreachable" } else { "Deploying" },
-                    if deployed.ready { reachable.message.clone() } else { deployed.message.clone() },
-                ),
-                other => Observed::new(
-                    "Ready",
-                    ConditionStatus::False,
-                    other.as_str(),
-                    format!("spec.state is {}", other.as_str()),
-                ),
-            };
-            conditions.push(reachable);
-            conditions.push(ready);
-            let (concluded, synced) = super::sync::conclude(
-                previous.sync.as_ref(),
-                read_sync(&ctx, &namespace, &name, state, deployed.ready).await.as_ref(),
-                state,
-            );
+            let report = read_sync(&ctx, &namespace, &name, state, deployed.ready).await;
+            let (concluded, synced) = super::sync::conclude(previous.sync.as_ref(), report.as_ref(), state);
             sync = concluded;
-            conditions.push(synced);
+            Observation::Configured { profile: &profile.name, state, deployed, probe, synced }
         }
-    }
+        (Some(problem), _) => {
+            ctx.prober.forget(&key);
+            Observation::NotConfigured(problem.clone())
+        }
+        // `problem` names an unknown system whenever the profile is missing.
+        (None, None) => Observation::NotConfigured(NotConfigured {
+            reason: NotConfiguredReason::UnknownSystem,
+            message: String::new(),
+        }),
+    };
+    let conditions = conclude(observed);
     let now = Time(jiff::Timestamp::now());
     let new = ProviderConnectorStatus {
         observed_generation: connector.metadata.generation,
@@ -290,6 +292,85 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// The remembered probe of the connector's endpoint, probing it now when
+/// none is fresh (bounded in rate and concurrency across all connectors).
+async fn probe_when_due(
+    ctx: &Context,
+    key: &str,
+    connector: &ProviderConnector,
+    profile: &crate::catalogue::Profile,
+) -> Result<super::prober::Remembered> {
+    let target = format!("{}|{}", connector.spec.endpoint.url, profile.name);
+    if let Some(fresh) = ctx.prober.fresh(key, &target) {
+        return Ok(fresh);
+    }
+    let namespace = connector.namespace().unwrap_or_default();
+    let credentials = credentials(ctx, &namespace, connector).await?;
+    let url = &connector.spec.endpoint.url;
+    let path = profile.probe_path.as_deref();
+    Ok(ctx.prober.probe(key, &target, url, profile.protocol, path, credentials.as_ref()).await)
+}
+
+/// What a connector reconcile found, for `conclude`.
+enum Observation<'a> {
+    /// The connector cannot be deployed, and why.
+    NotConfigured(NotConfigured),
+    /// Deployed from `profile`: how far, what the endpoint answered (None
+    /// while Stopped: not probed) and what the connector said of its feed.
+    Configured {
+        profile: &'a str,
+        state: ConnectorState,
+        deployed: readiness::Verdict,
+        probe: Option<crate::probe::ProbeResult>,
+        synced: Observed,
+    },
+}
+
+/// The conditions of a connector from what its reconcile observed. Pure.
+fn conclude(observed: Observation) -> Vec<Observed> {
+    use ConnectorCondition::*;
+    let condition = |c: ConnectorCondition, status, reason: &str, message: String| {
+        Observed::new(c.as_str(), status, reason, message)
+    };
+    let (profile, state, deployed, probe, synced) = match observed {
+        Observation::NotConfigured(NotConfigured { reason, message }) => {
+            return vec![
+                condition(Configured, ConditionStatus::False, reason.as_str(), message.clone()),
+                condition(Ready, ConditionStatus::False, reason.as_str(), message),
+            ];
+        }
+        Observation::Configured { profile, state, deployed, probe, synced } => {
+            (profile, state, deployed, probe, synced)
+        }
+    };
+    let reachable = match &probe {
+        None => condition(EndpointReachable, ConditionStatus::Unknown, "Stopped", "not probed while Stopped".into()),
+        Some(r) => condition(
+            EndpointReachable,
+            ConditionStatus::from_bool(r.reachable),
+            r.failure.map(|f| f.as_str()).unwrap_or("Reachable"),
+            r.message.clone(),
+        ),
+    };
+    let ready = match state {
+        ConnectorState::Running if deployed.ready && reachable.is_true() => {
+            condition(Ready, ConditionStatus::True, "Ready", "connector is running and its endpoint answers".into())
+        }
+        ConnectorState::Running if deployed.ready => {
+            condition(Ready, ConditionStatus::False, "EndpointUnreachable", reachable.message.clone())
+        }
+        ConnectorState::Running => condition(Ready, ConditionStatus::False, "Deploying", deployed.message.clone()),
+        other => condition(Ready, ConditionStatus::False, other.as_str(), format!("spec.state is {}", other.as_str())),
+    };
+    vec![
+        condition(Configured, ConditionStatus::True, "Configured", format!("profile {profile}")),
+        condition(Deployed, ConditionStatus::from_bool(deployed.ready), deployed.reason, deployed.message),
+        reachable,
+        synced,
+        ready,
+    ]
 }
 
 /// The endpoint status to record: a changed answer is recorded at once;
@@ -375,23 +456,6 @@ async fn credentials(ctx: &Context, namespace: &str, connector: &ProviderConnect
     })
 }
 
-const WARNING_REASONS: &[&str] = &[
-    "InvalidSpec",
-    "ImageNotAllowed",
-    "NotInTenantNamespace",
-    "UnknownSystem",
-    "QuotaExceeded",
-    "AddressNotAllowed",
-    "ConnectionFailed",
-    "Timeout",
-    "HttpError",
-    "NotFhir",
-    "ResolutionFailed",
-    "InvalidUrl",
-    "SyncFailing",
-    "SourceUnavailable",
-];
-
 async fn publish_transitions(
     connector: &ProviderConnector,
     ctx: &Context,
@@ -404,8 +468,9 @@ async fn publish_transitions(
         if was.is_some_and(|p| p.status == c.status && p.reason == c.reason) {
             continue;
         }
-        if c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str()) {
-            let action = if c.type_ == super::sync::SYNCED { "Sync" } else { "Validate" };
+        let type_ = ConnectorCondition::ALL.into_iter().find(|t| t.as_str() == c.type_);
+        if c.status == "False" && type_.is_some_and(ConnectorCondition::warns) {
+            let action = if type_ == Some(ConnectorCondition::Synced) { "Sync" } else { "Validate" };
             ctx.events.publish(&reference, true, &c.reason, action, c.message.clone()).await;
         } else if c.type_ == "Ready" && c.status == "True" {
             ctx.events.publish(&reference, false, "Ready", "Reconcile", c.message.clone()).await;
@@ -424,6 +489,102 @@ mod tests {
         .unwrap();
         c.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(created).unwrap()));
         c
+    }
+
+    fn deployed(ready: bool) -> readiness::Verdict {
+        readiness::Verdict {
+            ready,
+            reason: if ready { "Available" } else { "Progressing" },
+            message: if ready { "1/1 available".into() } else { "0/1 available".into() },
+        }
+    }
+
+    fn answered(reachable: bool) -> crate::probe::ProbeResult {
+        crate::probe::ProbeResult {
+            reachable,
+            failure: (!reachable).then_some(crate::probe::Failure::Timeout),
+            message: if reachable { "FHIR 4.0.1".into() } else { "no answer within 5s".into() },
+            fhir_version: None,
+            software: None,
+            latency_ms: 3,
+        }
+    }
+
+    fn synced() -> Observed {
+        Observed::new("Synced", ConditionStatus::True, "Synced", "the last sync committed to the record store")
+    }
+
+    fn configured(state: ConnectorState, ready: bool, probe: Option<crate::probe::ProbeResult>) -> Vec<Observed> {
+        conclude(Observation::Configured {
+            profile: "emis-web",
+            state,
+            deployed: deployed(ready),
+            probe,
+            synced: synced(),
+        })
+    }
+
+    fn find(conditions: &[Observed], c: ConnectorCondition) -> &Observed {
+        conditions.iter().find(|o| o.type_ == c.as_str()).expect("condition present")
+    }
+
+    #[test]
+    fn a_connector_that_cannot_be_configured_is_neither_configured_nor_ready_for_the_same_reason() {
+        let conditions = conclude(Observation::NotConfigured(NotConfigured {
+            reason: NotConfiguredReason::QuotaExceeded,
+            message: "beyond quota".into(),
+        }));
+        assert_eq!(conditions.len(), 2);
+        for c in [ConnectorCondition::Configured, ConnectorCondition::Ready] {
+            let o = find(&conditions, c);
+            assert_eq!(
+                (o.status, o.reason.as_str(), o.message.as_str()),
+                (ConditionStatus::False, "QuotaExceeded", "beyond quota")
+            );
+        }
+    }
+
+    #[test]
+    fn a_running_deployed_connector_whose_endpoint_answers_is_ready() {
+        let conditions = configured(ConnectorState::Running, true, Some(answered(true)));
+        assert!(ConnectorCondition::ALL.iter().all(|c| find(&conditions, *c).is_true()), "{conditions:?}");
+    }
+
+    #[test]
+    fn a_deployed_connector_whose_endpoint_is_silent_is_not_ready_and_says_why() {
+        let conditions = configured(ConnectorState::Running, true, Some(answered(false)));
+        let ready = find(&conditions, ConnectorCondition::Ready);
+        assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, "EndpointUnreachable"));
+        assert_eq!(ready.message, "no answer within 5s");
+        assert_eq!(find(&conditions, ConnectorCondition::EndpointReachable).reason, "Timeout");
+    }
+
+    #[test]
+    fn a_connector_still_rolling_out_is_deploying() {
+        let conditions = configured(ConnectorState::Running, false, Some(answered(true)));
+        let ready = find(&conditions, ConnectorCondition::Ready);
+        assert_eq!((ready.reason.as_str(), ready.message.as_str()), ("Deploying", "0/1 available"));
+    }
+
+    #[test]
+    fn a_stopped_connector_is_not_probed_and_not_ready() {
+        let conditions = configured(ConnectorState::Stopped, true, None);
+        let reachable = find(&conditions, ConnectorCondition::EndpointReachable);
+        assert_eq!((reachable.status, reachable.reason.as_str()), (ConditionStatus::Unknown, "Stopped"));
+        let ready = find(&conditions, ConnectorCondition::Ready);
+        assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, "Stopped"));
+    }
+
+    #[test]
+    fn a_paused_connector_is_not_ready_though_its_endpoint_answers() {
+        let conditions = configured(ConnectorState::Paused, false, Some(answered(true)));
+        assert_eq!(find(&conditions, ConnectorCondition::Ready).reason, "Paused");
+    }
+
+    #[test]
+    fn only_what_a_person_must_fix_warns() {
+        let warning: Vec<_> = ConnectorCondition::ALL.into_iter().filter(|c| c.warns()).map(|c| c.as_str()).collect();
+        assert_eq!(warning, ["Configured", "EndpointReachable", "Synced"]);
     }
 
     #[test]
