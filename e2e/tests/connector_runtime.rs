@@ -172,6 +172,16 @@ impl Connector {
         self.process = Some(Process(child));
     }
 
+    /// Kills it (SIGKILL) once it has written some records, mid-sync.
+    async fn kill_after_some_records(&mut self) {
+        eventually("some records written", || async {
+            let status = self.status().await?;
+            (status["recordsWritten"].as_u64()? >= 10).then_some(())
+        })
+        .await;
+        self.kill();
+    }
+
     /// Kills it at once (SIGKILL: no chance to tidy up).
     fn kill(&mut self) {
         self.process = None;
@@ -193,6 +203,17 @@ impl Connector {
             (last > started + jiff::SignedDuration::from_secs(1) && Some(last.to_string()) != before).then_some(status)
         })
         .await
+    }
+}
+
+/// Every type the source holds is in the store exactly as often, each
+/// record at its first version: nothing lost, nothing written twice.
+async fn store_holds_the_source_once(double: &Double) {
+    let source = double.stats().await;
+    for t in TYPES {
+        let records = stored(&double.ods, t).await;
+        assert_eq!(records.len() as u64, source["records"][t].as_u64().unwrap(), "{t}: nothing lost, nothing twice");
+        assert!(versions(&records).iter().all(|(_, v)| v == "1"), "{t}: a replayed record gained a version");
     }
 }
 
@@ -305,23 +326,13 @@ async fn a_connector_killed_mid_sync_and_restarted_loses_nothing_and_duplicates_
     // Slow pages, so the kill lands in the middle of the first sync.
     double.control("delay", json!({"ms": 150})).await;
     let mut connector = Connector::polling(&n.connector, &double, 5);
-    eventually("some records written", || async {
-        let status = connector.status().await?;
-        (status["recordsWritten"].as_u64()? >= 10).then_some(())
-    })
-    .await;
-    connector.kill();
+    connector.kill_after_some_records().await;
     let partial = stored_count(&double.ods).await;
     assert!(partial < 120, "the kill came after the sync ended ({partial} records); slow the double down");
     double.control("delay", json!({"ms": 0})).await;
     connector.restart();
     connector.synced().await;
-    let source = double.stats().await;
-    for t in TYPES {
-        let records = stored(&double.ods, t).await;
-        assert_eq!(records.len() as u64, source["records"][t].as_u64().unwrap(), "{t}: nothing lost, nothing twice");
-        assert!(versions(&records).iter().all(|(_, v)| v == "1"), "{t}: a replayed record gained a version");
-    }
+    store_holds_the_source_once(&double).await;
 }
 
 #[tokio::test]
@@ -648,24 +659,14 @@ async fn a_connector_killed_mid_export_and_restarted_loses_nothing_and_duplicate
     // Small, slow files, so the kill lands in the middle of the export.
     double.control("export", json!({"fileSize": 5, "fileDelayMs": 300})).await;
     let mut connector = Connector::exporting(&n.connector, &double, 5);
-    eventually("some records written", || async {
-        let status = connector.status().await?;
-        (status["recordsWritten"].as_u64()? >= 10).then_some(())
-    })
-    .await;
-    connector.kill();
+    connector.kill_after_some_records().await;
     let partial = stored_count(&double.ods).await;
     assert!(partial < 120, "the kill came after the export ended ({partial} records); slow the double down");
     assert!(stored_cursor(&n.connector).await.is_empty(), "the cursor moved before every file committed");
     double.control("export", json!({"fileDelayMs": 0})).await;
     connector.restart();
     connector.synced().await;
-    let source = double.stats().await;
-    for t in TYPES {
-        let records = stored(&double.ods, t).await;
-        assert_eq!(records.len() as u64, source["records"][t].as_u64().unwrap(), "{t}: nothing lost, nothing twice");
-        assert!(versions(&records).iter().all(|(_, v)| v == "1"), "{t}: a replayed record gained a version");
-    }
+    store_holds_the_source_once(&double).await;
 }
 
 #[tokio::test]
