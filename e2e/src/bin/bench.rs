@@ -573,5 +573,8 @@ async fn main() -> Result<()> {
     if steady_writes.is_some_and(|w| w > 0) {
         bail!("the operator wrote {steady_writes:?} times while nothing changed");
     }
+    if restart_writes.is_some_and(|w| w > 0) {
+        bail!("the restarted operator wrote {restart_writes:?} times over a converged world");
+    }
     Ok(())
 }

@@ -231,13 +231,21 @@ async fn run_controllers(
     tokio::spawn(tenant::count_phases(tenants.store(), ctx.clone()));
     // Every controller has subscribed: the shared watches may start.
     tokio::spawn(ctx.caches.clone().run(ctx.client.clone()));
-    let caches = ctx.caches.clone();
-    tokio::spawn(async move {
-        if caches.synced().await {
-            tracing::info!("caches synced");
-            health.set_ready(true);
-        }
-    });
+    // No reconcile before every cache holds its first list: a tenant that
+    // saw no agreements yet would render an empty sharing policy, and a
+    // connector whose namespace was not yet listed would be judged outside
+    // any tenant and lose its children. Changes meanwhile wait in the
+    // subscribers' queues.
+    let listed = tokio::select! {
+        listed = async { tokio::join!(ctx.caches.synced(), ctx.sync.pods_synced()) } => listed,
+        _ = shutdown.clone() => return Ok(()),
+    };
+    if listed != (true, true) {
+        tracing::info!("a watch ended before its first list; stopping");
+        return Ok(());
+    }
+    tracing::info!("caches synced");
+    health.set_ready(true);
     tokio::join!(
         drive(tenants, tenant::reconcile, ctx.clone(), shutdown.clone()),
         drive(connectors, connector::reconcile, ctx.clone(), shutdown.clone()),

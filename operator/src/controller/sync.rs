@@ -222,6 +222,7 @@ pub struct SyncReader {
     reports: Mutex<HashMap<ConnectorKey, Entry>>,
     pods: Store<Pod>,
     pod_writer: Mutex<Option<reflector::store::Writer<Pod>>>,
+    pods_listed: tokio::sync::watch::Sender<bool>,
 }
 
 impl SyncReader {
@@ -243,6 +244,7 @@ impl SyncReader {
             reports: Mutex::default(),
             pods,
             pod_writer: Mutex::new(Some(writer)),
+            pods_listed: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -301,6 +303,13 @@ impl SyncReader {
         }
     }
 
+    /// Resolves once the connector pods have been listed (false if the
+    /// watch ended first). Until then `ready_pod` would answer "none".
+    pub fn pods_synced(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let mut listed = self.pods_listed.subscribe();
+        async move { listed.wait_for(|l| *l).await.is_ok() }
+    }
+
     /// Watches connector pods until the stream ends; the reflector store
     /// feeds `ready_pod`. Call once.
     pub async fn watch_pods(self: Arc<Self>, client: Client) {
@@ -310,11 +319,13 @@ impl SyncReader {
         let stream = watcher(Api::<Pod>::all(client), watcher::Config::default().labels(&selector))
             .default_backoff()
             .modify(strip_pod)
-            .reflect(writer)
-            .applied_objects();
+            .reflect(writer);
         let mut stream = std::pin::pin!(stream);
         loop {
             match stream.try_next().await {
+                Ok(Some(watcher::Event::InitDone)) => {
+                    self.pods_listed.send_replace(true);
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(error) => tracing::warn!(%error, "connector pod watch failed; retrying"),
