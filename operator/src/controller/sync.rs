@@ -181,7 +181,13 @@ fn only_the_last_sync_advanced_lately(previous: &SyncStatus, fresh: &SyncStatus)
     };
     let same_otherwise = SyncStatus { last_successful_sync: None, ..previous.clone() }
         == SyncStatus { last_successful_sync: None, ..fresh.clone() };
-    same_otherwise && now.0 >= was.0 && now.0.duration_since(was.0).as_secs() < SYNC_REFRESH.as_secs() as i64
+    same_otherwise && now.0 >= was.0 && !refresh_due(was.0, now.0)
+}
+
+/// Whether `now` is `SYNC_REFRESH` or more past `was`: when a later
+/// `lastSuccessfulSync` alone is worth recording.
+fn refresh_due(was: Timestamp, now: Timestamp) -> bool {
+    now.duration_since(was).as_secs() >= SYNC_REFRESH.as_secs() as i64
 }
 
 /// Whether `new` would change what a reconcile concludes from `old`:
@@ -194,7 +200,7 @@ pub fn worth_a_reconcile(old: &Report, new: &Report) -> bool {
                 |s: &ConnectorStatus| ConnectorStatus { last_attempt: None, last_successful_sync: None, ..s.clone() };
             let advanced = match (&a.last_successful_sync, &b.last_successful_sync) {
                 (Some(x), Some(y)) => match (x.parse::<Timestamp>(), y.parse::<Timestamp>()) {
-                    (Ok(x), Ok(y)) => y.duration_since(x).as_secs() >= SYNC_REFRESH.as_secs() as i64,
+                    (Ok(x), Ok(y)) => refresh_due(x, y),
                     _ => x != y,
                 },
                 (x, y) => x != y,
