@@ -106,7 +106,9 @@ async fn store(state: Arc<Store>) -> String {
             }),
         )
         .route("/fhir/AuditEvent", post(audit))
+        // Audit batches are transactions posted to the base, as HAPI takes them.
         .route("/fhir", post(audit))
+        .route("/fhir/", post(audit))
         .with_state(state);
     serve(app).await
 }

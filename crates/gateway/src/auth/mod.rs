@@ -1,8 +1,9 @@
 //! Bearer token authentication against the trusted issuers' JWKS.
 
 mod jwks;
+mod verified;
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use carerecord_config::Issuer;
 use carerecord_fhir::ScopeSet;
@@ -10,6 +11,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
 pub use jwks::{JwksCache, JwksError};
+use verified::VerifiedTokens;
 
 use crate::caller::Caller;
 
@@ -42,6 +44,7 @@ pub struct TrustedIssuer {
 /// Verifies bearer tokens.
 pub struct Authenticator {
     issuers: Vec<TrustedIssuer>,
+    verified: VerifiedTokens,
 }
 
 impl Authenticator {
@@ -51,6 +54,7 @@ impl Authenticator {
                 .iter()
                 .map(|i| TrustedIssuer { config: i.clone(), keys: JwksCache::new(i, http.clone(), min_refresh) })
                 .collect(),
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -65,6 +69,10 @@ impl Authenticator {
 
     /// The caller a token names, if it verifies against a trusted issuer.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = Instant::now();
+        if let Some(caller) = self.verified.get(token, now) {
+            return Ok(caller);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(AuthError::Malformed)?;
         // The issuer is read before verification only to choose whose keys
         // verify; the verification then requires that same `iss`.
@@ -76,7 +84,11 @@ impl Authenticator {
             return Err(AuthError::AlgorithmNotAllowed);
         }
         let claims = verify(token, &key, header.alg, &issuer.config)?;
-        Ok(caller_of(&claims, &issuer.config))
+        let caller = caller_of(&claims, &issuer.config);
+        if let Some(lifetime) = remaining_life(&claims) {
+            self.verified.insert(token, caller.clone(), now, lifetime);
+        }
+        Ok(caller)
     }
 }
 
@@ -88,6 +100,15 @@ fn verify(token: &str, key: &jsonwebtoken::DecodingKey, alg: Algorithm, issuer: 
     validation.validate_nbf = true;
     validation.leeway = LEEWAY_SECONDS;
     jsonwebtoken::decode::<Value>(token, key, &validation).map(|data| data.claims).map_err(AuthError::Invalid)
+}
+
+/// How much longer a verified token is valid: until `exp` plus the leeway
+/// verification allowed. `None` if it has no room left (or `exp` is absurd).
+fn remaining_life(claims: &Value) -> Option<Duration> {
+    let exp = claims.get("exp").and_then(Value::as_u64)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let left = exp.checked_add(LEEWAY_SECONDS)?.checked_sub(now)?;
+    (left > 0).then(|| Duration::from_secs(left))
 }
 
 /// The caller a verified token's claims describe.
