@@ -3,6 +3,8 @@
 //! play the controllers this test cluster does not run (a Gateway
 //! controller, the CloudNativePG operator).
 
+pub mod process_stats;
+
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -487,12 +489,24 @@ pub async fn provision_volumes(client: Client) {
     }
 }
 
-/// The local data plane's environment (`e2e/dataplane up` writes it):
-/// DATAPLANE_ENV, else e2e/.dataplane/env.
+/// Where the local data plane's environment is (`e2e/dataplane up` writes
+/// it): DATAPLANE_ENV, else e2e/.dataplane/env.
+fn dataplane_env_path() -> std::path::PathBuf {
+    std::env::var_os("DATAPLANE_ENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".dataplane/env"))
+}
+
+/// The process id of one of the local data plane's components (`store`,
+/// `idp`, `gateway`, ...), from the pid files beside its env file.
+pub fn dataplane_pid(component: &str) -> Option<u32> {
+    let pids = dataplane_env_path().parent()?.join("pids").join(component);
+    std::fs::read_to_string(pids).ok()?.trim().parse().ok()
+}
+
+/// The local data plane's environment (`e2e/dataplane up` writes it).
 pub fn dataplane_env() -> std::collections::HashMap<String, String> {
-    let path = std::env::var("DATAPLANE_ENV").unwrap_or_else(|_| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".dataplane/env").to_string_lossy().into_owned()
-    });
+    let path = dataplane_env_path().to_string_lossy().into_owned();
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{path}: {e}; start the data plane first: bash e2e/dataplane up"));
     text.lines()

@@ -199,19 +199,11 @@ impl OperatorProcess {
         out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
     }
 
-    /// Peak resident memory (MiB) and CPU seconds so far, from /proc.
+    /// Peak resident memory (MiB) and CPU seconds so far (0 for what cannot be read).
     fn cost(&self) -> (f64, f64) {
         let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok());
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let cpu = (ticks(11) + ticks(12)) / 100.0;
-        (hwm.unwrap_or(0.0) / 1024.0, cpu)
+        let peak = e2e::process_stats::memory(pid).map(|m| m.peak_mib).unwrap_or(0.0);
+        (peak, e2e::process_stats::cpu_seconds(pid).unwrap_or(0.0))
     }
 
     /// Stops it gracefully (SIGTERM), waiting for it to exit.

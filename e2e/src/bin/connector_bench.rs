@@ -119,26 +119,16 @@ impl Process {
         Ok(())
     }
 
-    /// Peak resident memory (VmHWM) in MiB, from /proc.
+    /// Peak resident memory (VmHWM) in MiB.
     fn peak_rss_mib(&self) -> Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("VmHWM in /proc status")?;
-        let kib: f64 = line.split_whitespace().nth(1).context("a number")?.parse()?;
-        Ok(kib / 1024.0)
+        Ok(e2e::process_stats::memory(self.child.id())?.peak_mib)
     }
 }
 
 impl Process {
-    /// CPU seconds (user + system) used so far, from /proc/<pid>/stat.
+    /// CPU seconds (user + system) used so far.
     fn cpu_seconds(&self) -> Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = stat.rsplit_once(')').context("a /proc stat line")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<f64> { Ok(fields.get(i).context("a stat field")?.parse::<f64>()?) };
-        // utime and stime (fields 14 and 15, the 12th and 13th after the name),
-        // in clock ticks: 100 a second on Linux (USER_HZ).
-        Ok((ticks(11)? + ticks(12)?) / 100.0)
+        Ok(e2e::process_stats::cpu_seconds(self.child.id())?)
     }
 }
 

@@ -122,14 +122,12 @@ impl Gateway {
         bail!("the gateway was not ready within 10 s")
     }
 
-    /// Resident memory now and at its peak, in MiB, from /proc.
-    fn memory_mib(&self) -> Result<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib = |key: &str| -> Result<f64> {
-            let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("{key} in /proc status"))?;
-            Ok(line.split_whitespace().nth(1).context("a number")?.parse::<f64>()?)
-        };
-        Ok((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+    fn memory(&self) -> Result<e2e::process_stats::Memory> {
+        Ok(e2e::process_stats::memory(self.child.id())?)
+    }
+
+    fn cpu_seconds(&self) -> Result<f64> {
+        Ok(e2e::process_stats::cpu_seconds(self.child.id())?)
     }
 
     fn stop(&mut self) {
@@ -194,10 +192,28 @@ async fn latency(http: &reqwest::Client, store: &str, gateway: &Gateway, w: &Wor
     }))
 }
 
-/// Requests a second over `seconds` with `concurrency` callers.
-async fn throughput(http: &reqwest::Client, url: String, token: Option<String>, a: &Args) -> Result<f64> {
+/// One throughput run: requests a second, and the CPU each request cost the
+/// store and the gateway (where it is on the path).
+struct Run {
+    rps: f64,
+    store_cpu_ms: f64,
+    gateway_cpu_ms: Option<f64>,
+}
+
+/// `concurrency` callers for `seconds`, the CPU of the store (and of the
+/// gateway, if given) read before and after.
+async fn throughput(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<String>,
+    store_pid: u32,
+    gateway: Option<&Gateway>,
+    a: &Args,
+) -> Result<Run> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let store_cpu = e2e::process_stats::cpu_seconds(store_pid)?;
+    let gateway_cpu = gateway.map(Gateway::cpu_seconds).transpose()?;
     let start = Instant::now();
     let workers: Vec<_> = (0..a.concurrency)
         .map(|_| {
@@ -216,7 +232,17 @@ async fn throughput(http: &reqwest::Client, url: String, token: Option<String>, 
     for worker in workers {
         worker.await??;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+    let elapsed = start.elapsed().as_secs_f64();
+    let requests = done.load(Ordering::Relaxed).max(1) as f64;
+    let per_request = |before: f64, after: f64| (after - before) * 1000.0 / requests;
+    Ok(Run {
+        rps: requests / elapsed,
+        store_cpu_ms: per_request(store_cpu, e2e::process_stats::cpu_seconds(store_pid)?),
+        gateway_cpu_ms: match (gateway, gateway_cpu) {
+            (Some(g), Some(before)) => Some(per_request(before, g.cpu_seconds()?)),
+            _ => None,
+        },
+    })
 }
 
 fn round(ms: f64) -> f64 {
@@ -234,11 +260,11 @@ async fn main() -> Result<()> {
     let patient = plane.var("OTHER_PATIENT_ID")?.to_string();
     let mut gateway = Gateway::start(&plane, &http).await?;
     let result = measure(&plane, &http, &store, &patient, &gateway, &a).await;
-    let memory = gateway.memory_mib();
+    let memory = gateway.memory();
     gateway.stop();
-    let (mut report, (rss, hwm)) = (result?, memory?);
-    report["gateway_rss_mib"] = json!(round(rss));
-    report["gateway_peak_rss_mib"] = json!(round(hwm));
+    let (mut report, memory) = (result?, memory?);
+    report["gateway_rss_mib"] = json!(round(memory.rss_mib));
+    report["gateway_peak_rss_mib"] = json!(round(memory.peak_mib));
     print_table(&report);
     // GATEWAY_BENCH_OUT lets CI's smoke run keep the committed figures.
     let out = std::env::var_os("GATEWAY_BENCH_OUT")
@@ -290,15 +316,21 @@ async fn measure(
     let token = Some(plane.token("PROVIDER").await?);
     let direct_url = format!("{store}/{}", read.path);
     let gateway_url = format!("{}{}/{}", gateway.base, read.gateway_base, read.path);
-    let first = throughput(http, direct_url.clone(), None, a).await?;
-    let through = throughput(http, gateway_url, token, a).await?;
-    let second = throughput(http, direct_url, None, a).await?;
-    let floor = first.max(second);
+    let store_pid = e2e::dataplane_pid("store").context("the record store's pid file (e2e/.dataplane/pids/store)")?;
+    let first = throughput(http, direct_url.clone(), None, store_pid, None, a).await?;
+    let through = throughput(http, gateway_url, token, store_pid, Some(gateway), a).await?;
+    let second = throughput(http, direct_url, None, store_pid, None, a).await?;
+    let floor = if first.rps >= second.rps { &first } else { &second };
     Ok(json!({
         "latency": latencies,
         "throughput": {
             "workload": "read", "concurrency": a.concurrency, "seconds": a.seconds,
-            "direct_rps": floor.round(), "gateway_rps": through.round(), "ratio": round(through / floor),
+            "direct_rps": floor.rps.round(), "gateway_rps": through.rps.round(), "ratio": round(through.rps / floor.rps),
+            // Where each request's CPU went: what bounds the ratio on a machine
+            // the store and the gateway share.
+            "direct_store_cpu_ms": round(floor.store_cpu_ms),
+            "gateway_store_cpu_ms": round(through.store_cpu_ms),
+            "gateway_cpu_ms": through.gateway_cpu_ms.map(round),
         },
         "goals": {"added_p50_ms": 1.0, "added_p99_ms": 5.0, "throughput_ratio": 0.9, "rss_mib": 32.0},
     }))
@@ -326,6 +358,10 @@ fn print_table(report: &Value) {
     println!(
         "\nthroughput (read, {} callers): direct {} req/s, gateway {} req/s, ratio {}",
         t["concurrency"], t["direct_rps"], t["gateway_rps"], t["ratio"]
+    );
+    println!(
+        "CPU per request (ms): store {} direct, store {} and gateway {} through the gateway",
+        t["direct_store_cpu_ms"], t["gateway_store_cpu_ms"], t["gateway_cpu_ms"]
     );
     println!("gateway RSS {} MiB (peak {} MiB)", report["gateway_rss_mib"], report["gateway_peak_rss_mib"]);
 }
