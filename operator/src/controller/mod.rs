@@ -15,6 +15,7 @@ pub mod readiness;
 pub mod status;
 pub mod sync;
 pub mod tenant;
+pub mod tenant_conditions;
 pub mod triggers;
 
 use std::collections::HashMap;
@@ -344,9 +345,10 @@ fn backoff_delay(failures: u32) -> Duration {
 
 /// Whether a tenant's Ready condition is True for its current generation.
 pub fn tenant_ready(tenant: &crate::api::CareRecordTenant) -> bool {
+    use crate::api::ConditionsExt;
     tenant.status.as_ref().is_some_and(|s| {
         s.observed_generation == tenant.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.conditions.is_true(tenant_conditions::TenantCondition::Ready.as_str())
     })
 }
 

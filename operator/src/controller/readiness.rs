@@ -17,7 +17,16 @@ impl Verdict {
     fn waiting(reason: &'static str, message: impl Into<String>) -> Self {
         Self { ready: false, reason, message: message.into() }
     }
+
+    /// Whether the child is refused rather than catching up: a person must
+    /// act (the platform Gateway turned the route down).
+    pub fn warns(&self) -> bool {
+        !self.ready && self.reason == NOT_ACCEPTED
+    }
 }
+
+/// The reason of an HTTPRoute the platform Gateway refused.
+const NOT_ACCEPTED: &str = "NotAccepted";
 
 fn int(v: &Value, path: &[&str]) -> i64 {
     path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_i64).unwrap_or(0)
@@ -119,7 +128,7 @@ pub fn http_route(r: Option<&Value>) -> Verdict {
         for c in [accepted, resolved].into_iter().flatten() {
             if c["status"] != "True" {
                 return Verdict::waiting(
-                    "NotAccepted",
+                    NOT_ACCEPTED,
                     format!(
                         "Gateway reports {}={} ({}): {}",
                         c["type"].as_str().unwrap_or_default(),

@@ -22,12 +22,13 @@ use super::apply::{self, Disposal, Key, Live, Outcome};
 use super::capabilities::Served;
 use super::generated;
 use super::metrics::{PhaseLabel, WriteLabels};
-use super::readiness::{self, Verdict};
+use super::readiness;
 use super::status;
+use super::tenant_conditions::{Concluded, TenantCondition as C, TenantReason as R};
 use super::triggers::Triggers;
 use super::{Context, Error, Result, TENANT_FINALIZER};
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement};
-use crate::api::condition::{self, ConditionStatus, Observed};
+use crate::api::condition::{self, ConditionStatus, ConditionsExt, Observed};
 use crate::api::connector::ProviderConnector;
 use crate::api::tenant::{
     CareRecordTenant, CareRecordTenantStatus, ConnectorCounts, DatabaseMode, DatabaseStatus, DeletionPolicy,
@@ -181,7 +182,7 @@ pub async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Resu
 
 /// What a reconcile concluded, before it becomes a status.
 struct Conclusion {
-    conditions: Vec<Observed>,
+    conditions: Vec<Concluded>,
     database: Option<DatabaseStatus>,
     connectors: Option<ConnectorCounts>,
     active_agreements: Option<i32>,
@@ -193,8 +194,8 @@ fn namespace_conflict(conflict: &claim::NamespaceConflict) -> Conclusion {
     let message = conflict.to_string();
     Conclusion {
         conditions: vec![
-            Observed::new("NamespaceReady", ConditionStatus::False, "NamespaceConflict", message.clone()),
-            Observed::new("Ready", ConditionStatus::False, "NamespaceConflict", message),
+            C::NamespaceReady.because(ConditionStatus::False, R::NamespaceConflict, message.clone()),
+            C::Ready.because(ConditionStatus::False, R::NamespaceConflict, message),
         ],
         database: None,
         connectors: None,
@@ -202,9 +203,9 @@ fn namespace_conflict(conflict: &claim::NamespaceConflict) -> Conclusion {
     }
 }
 
-fn invalid(reason: &str, message: String) -> Conclusion {
+fn invalid(reason: R, message: String) -> Conclusion {
     Conclusion {
-        conditions: vec![Observed::new("Ready", ConditionStatus::False, reason, message)],
+        conditions: vec![C::Ready.because(ConditionStatus::False, reason, message)],
         database: None,
         connectors: None,
         active_agreements: None,
@@ -215,7 +216,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     // Rules the API server should already have enforced, checked again in
     // case the CRD installed is older than this operator.
     if let Err(problem) = validate::tenant(&tenant) {
-        finish(&tenant, ctx, invalid("InvalidSpec", problem.to_string())).await?;
+        finish(&tenant, ctx, invalid(R::InvalidSpec, problem.to_string())).await?;
         return Ok(Action::await_change());
     }
     let served = ctx.capabilities.get().await?;
@@ -238,11 +239,11 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         Ok(mode) => mode,
         Err(problem) => {
             let reason = match problem {
-                DatabaseModeError::CloudNativePgNotInstalled => "CloudNativePGNotInstalled",
-                DatabaseModeError::RetainedDataInOtherMode { .. } => "RetainedDataConflict",
+                DatabaseModeError::CloudNativePgNotInstalled => R::CloudNativePGNotInstalled,
+                DatabaseModeError::RetainedDataInOtherMode { .. } => R::RetainedDataConflict,
             };
             let mut c = invalid(reason, problem.to_string());
-            c.conditions.push(Observed::new("DatabaseReady", ConditionStatus::False, reason, problem.to_string()));
+            c.conditions.push(C::DatabaseReady.because(ConditionStatus::False, reason, problem.to_string()));
             finish(&tenant, ctx, c).await?;
             // Discovery is refreshed every minute; check again then.
             return Ok(Action::requeue(RESYNC_WAITING));
@@ -315,10 +316,18 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     }
 
     let quota_age = nudge_uncounted_quota(ctx, &live).await?;
-    let mut conclusion = conclude(&tenant, ctx, &live, &facts, served, &held, &connection);
+    let mut conclusion = conclude(Observation {
+        tenant: &tenant,
+        live: &live,
+        facts: &facts,
+        served,
+        ingress_fallback: ctx.settings.ingress.enabled,
+        held: &held,
+        connection: &connection,
+    });
     conclusion.connectors = Some(connectors);
     conclusion.active_agreements = Some(active_count);
-    let ready = conclusion.conditions.iter().all(Observed::is_true);
+    let ready = conclusion.conditions.iter().all(Concluded::is_true);
     finish(&tenant, ctx, conclusion).await?;
     if quota_age.is_some() {
         // The quota controller does not say when it has counted: look again soon.
@@ -365,12 +374,8 @@ fn count_connectors(
     namespace: &str,
 ) -> (ConnectorCounts, (Vec<String>, Vec<carerecord_config::InboundConnector>)) {
     let items = ctx.caches.connectors_in(namespace);
-    let ready = items
-        .iter()
-        .filter(|c| {
-            c.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .count();
+    let ready =
+        items.iter().filter(|c| c.status.as_ref().is_some_and(|s| s.conditions.is_true(C::Ready.as_str()))).count();
     let mut providers: Vec<String> = items.iter().map(|c| c.spec.provider.ods_code.clone()).collect();
     providers.sort();
     providers.dedup();
@@ -421,19 +426,23 @@ async fn secret_exists(ctx: &Context, namespace: &str, connection: &DatabaseConn
     Ok(api.get_metadata_opt(&connection.secret_name).await?.is_some())
 }
 
-fn verdict(type_: &'static str, v: Verdict) -> Observed {
-    Observed::new(type_, ConditionStatus::from_bool(v.ready), v.reason, v.message)
+/// What a tenant reconcile found, for `conclude`.
+#[derive(Clone, Copy)]
+struct Observation<'a> {
+    tenant: &'a CareRecordTenant,
+    /// The children as they are after this reconcile's writes.
+    live: &'a Live,
+    facts: &'a Facts,
+    served: Served,
+    /// Whether the platform allows the Ingress fallback.
+    ingress_fallback: bool,
+    held: &'a HeldBack,
+    connection: &'a DatabaseConnection,
 }
 
-fn conclude(
-    tenant: &CareRecordTenant,
-    ctx: &Context,
-    live: &Live,
-    facts: &Facts,
-    served: Served,
-    held: &HeldBack,
-    connection: &DatabaseConnection,
-) -> Conclusion {
+/// The conditions of a tenant from what its reconcile observed. Pure.
+fn conclude(observed: Observation<'_>) -> Conclusion {
+    let Observation { tenant, live, facts, served, ingress_fallback, held, connection } = observed;
     let secret_missing = held.holds_back();
     let mode = facts.database_mode;
     let namespace = tenant.target_namespace();
@@ -442,41 +451,38 @@ fn conclude(
         .is_some_and(|n| n.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Active"));
     let uncounted = readiness::uncounted_quota(live.value(ChildKind::ResourceQuota, QUOTA).as_ref());
     let ns = if !ns_active {
-        Observed::new("NamespaceReady", ConditionStatus::False, "Pending", format!("namespace {namespace}"))
+        C::NamespaceReady.because(ConditionStatus::False, R::Pending, format!("namespace {namespace}"))
     } else if !uncounted.is_empty() {
-        Observed::new(
-            "NamespaceReady",
+        C::NamespaceReady.because(
             ConditionStatus::False,
-            "QuotaNotCounted",
+            R::QuotaNotCounted,
             format!(
                 "namespace {namespace}: the quota controller has not yet counted {}; until it has, the API server refuses them",
                 uncounted.join(", ")
             ),
         )
     } else {
-        Observed::new("NamespaceReady", ConditionStatus::True, "Active", format!("namespace {namespace}"))
+        C::NamespaceReady.because(ConditionStatus::True, R::Active, format!("namespace {namespace}"))
     };
     let database = if let HeldBack::CredentialsMissing(lost) = held {
-        Verdict {
-            ready: false,
-            reason: "CredentialsMissing",
-            message: format!(
+        C::DatabaseReady.because(
+            ConditionStatus::False,
+            R::CredentialsMissing,
+            format!(
                 "the database exists but Secret(s) {} in {namespace} are gone; the operator never generates them again (Postgres would not know a new password, and the old one would be lost). Restore them from backup, or delete the database to start afresh",
                 lost.join(", ")
             ),
-        }
+        )
     } else {
         match mode {
-            DatabaseMode::StatefulSet => {
-                readiness::statefulset(live.value(ChildKind::StatefulSet, DATABASE_STATEFULSET).as_ref())
-            }
-            DatabaseMode::CloudNativePG => {
-                readiness::cnpg_cluster(live.value(ChildKind::PostgresCluster, CNPG_CLUSTER).as_ref())
-            }
-            DatabaseMode::External if secret_missing => Verdict {
-                ready: false,
-                reason: "ExternalSecretMissing",
-                message: format!(
+            DatabaseMode::StatefulSet => C::DatabaseReady
+                .from_verdict(readiness::statefulset(live.value(ChildKind::StatefulSet, DATABASE_STATEFULSET).as_ref())),
+            DatabaseMode::CloudNativePG => C::DatabaseReady
+                .from_verdict(readiness::cnpg_cluster(live.value(ChildKind::PostgresCluster, CNPG_CLUSTER).as_ref())),
+            DatabaseMode::External if secret_missing => C::DatabaseReady.because(
+                ConditionStatus::False,
+                R::ExternalSecretMissing,
+                format!(
                     "Secret {}/{} named by database.external.secretName does not exist; create it with keys {}, {} and {}",
                     namespace,
                     connection.secret_name,
@@ -484,62 +490,52 @@ fn conclude(
                     connection.username_key,
                     connection.password_key
                 ),
-            },
-            DatabaseMode::External => Verdict {
-                ready: true,
-                reason: "ExternalSecretFound",
-                message: format!("using the external database described by Secret {}", connection.secret_name),
-            },
+            ),
+            DatabaseMode::External => C::DatabaseReady.because(
+                ConditionStatus::True,
+                R::ExternalSecretFound,
+                format!("using the external database described by Secret {}", connection.secret_name),
+            ),
         }
     };
-    let suspended = |type_| Observed::new(type_, ConditionStatus::True, "Suspended", "spec.suspend is true");
+    let suspended = |c: C| c.because(ConditionStatus::True, R::Suspended, "spec.suspend is true");
+    let waiting_for_database =
+        |c: C| c.because(ConditionStatus::False, R::WaitingForDatabase, "held back until the database Secret exists");
     let record_store = if tenant.spec.suspend {
-        suspended("RecordStoreReady")
+        suspended(C::RecordStoreReady)
     } else if secret_missing {
-        Observed::new(
-            "RecordStoreReady",
-            ConditionStatus::False,
-            "WaitingForDatabase",
-            "held back until the database Secret exists",
-        )
+        waiting_for_database(C::RecordStoreReady)
     } else {
-        verdict("RecordStoreReady", readiness::deployment(live.value(ChildKind::Deployment, RECORD_STORE).as_ref()))
+        C::RecordStoreReady
+            .from_verdict(readiness::deployment(live.value(ChildKind::Deployment, RECORD_STORE).as_ref()))
     };
     let gateway = if tenant.spec.suspend {
-        suspended("GatewayReady")
+        suspended(C::GatewayReady)
     } else if let Some(holder) = &facts.hostname_held_by {
-        Observed::new(
-            "GatewayReady",
+        C::GatewayReady.because(
             ConditionStatus::False,
-            "HostnameConflict",
+            R::HostnameConflict,
             format!(
                 "gateway.hostname {} is held by tenant {holder}, created first; no route was made. Choose another hostname",
                 tenant.spec.gateway.hostname
             ),
         )
     } else if secret_missing {
-        Observed::new(
-            "GatewayReady",
+        waiting_for_database(C::GatewayReady)
+    } else if render_tenant::needs_tls(tenant, served.gateway_api, ingress_fallback) {
+        C::GatewayReady.because(
             ConditionStatus::False,
-            "WaitingForDatabase",
-            "held back until the database Secret exists",
-        )
-    } else if render_tenant::needs_tls(tenant, served.gateway_api, ctx.settings.ingress.enabled) {
-        Observed::new(
-            "GatewayReady",
-            ConditionStatus::False,
-            "TLSRequired",
+            R::TLSRequired,
             "the Gateway API is not served and the Ingress fallback needs gateway.tlsSecretName: records are never served over plain HTTP",
         )
     } else if served.gateway_api {
-        verdict("GatewayReady", readiness::http_route(live.value(ChildKind::HttpRoute, RECORD_STORE).as_ref()))
-    } else if ctx.settings.ingress.enabled {
-        verdict("GatewayReady", readiness::ingress(live.value(ChildKind::Ingress, RECORD_STORE).as_ref()))
+        C::GatewayReady.from_verdict(readiness::http_route(live.value(ChildKind::HttpRoute, RECORD_STORE).as_ref()))
+    } else if ingress_fallback {
+        C::GatewayReady.from_verdict(readiness::ingress(live.value(ChildKind::Ingress, RECORD_STORE).as_ref()))
     } else {
-        Observed::new(
-            "GatewayReady",
+        C::GatewayReady.because(
             ConditionStatus::False,
-            "NoRouteAvailable",
+            R::NoRouteAvailable,
             "the Gateway API is not served and the Ingress fallback is disabled",
         )
     };
@@ -550,28 +546,29 @@ fn conclude(
         if serving.ready {
             gateway
         } else {
-            Observed::new(
-                "GatewayReady",
+            C::GatewayReady.because(
                 ConditionStatus::False,
-                "RecordGatewayNotAvailable",
+                R::RecordGatewayNotAvailable,
                 format!("record gateway: {}", serving.message),
             )
         }
     } else {
         gateway
     };
-    let mut conditions = vec![ns, verdict("DatabaseReady", database), record_store, gateway];
-    let failing: Vec<String> =
-        conditions.iter().filter(|c| !c.is_true()).map(|c| format!("{}: {}", c.type_, c.message)).collect();
+    let mut conditions = vec![ns, database, record_store, gateway];
+    let failing: Vec<String> = conditions
+        .iter()
+        .filter(|c| !c.is_true())
+        .map(|c| format!("{}: {}", c.observed.type_, c.observed.message))
+        .collect();
     conditions.push(if failing.is_empty() {
-        Observed::new(
-            "Ready",
+        C::Ready.because(
             ConditionStatus::True,
-            if tenant.spec.suspend { "Suspended" } else { "Ready" },
+            if tenant.spec.suspend { R::Suspended } else { R::Ready },
             format!("serving {}", tenant.endpoint()),
         )
     } else {
-        Observed::new("Ready", ConditionStatus::False, "Onboarding", failing.join("; "))
+        C::Ready.because(ConditionStatus::False, R::Onboarding, failing.join("; "))
     });
     Conclusion {
         conditions,
@@ -586,21 +583,22 @@ fn conclude(
 async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion) -> Result<()> {
     let previous = tenant.status.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
-    let ready = conclusion.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true());
-    let invalid = conclusion.conditions.len() == 1
-        || conclusion.conditions.iter().any(|c| {
-            matches!(c.reason.as_str(), "CloudNativePGNotInstalled" | "RetainedDataConflict" | "NamespaceConflict")
-        });
+    let ready = conclusion.conditions.iter().any(|c| c.observed.type_ == C::Ready.as_str() && c.is_true());
+    let blocked = conclusion.conditions.iter().any(|c| c.blocks);
     let phase = if tenant.spec.suspend {
         TenantPhase::Suspended
     } else if ready {
         TenantPhase::Ready
-    } else if previous.onboarded_at.is_some() && !invalid {
+    } else if previous.onboarded_at.is_some() && !blocked {
         TenantPhase::Degraded
     } else {
         TenantPhase::Onboarding
     };
-    let conditions = condition::merge(&previous.conditions, &conclusion.conditions, tenant.metadata.generation, &now);
+    let observed: Vec<Observed> = conclusion.conditions.iter().map(|c| c.observed.clone()).collect();
+    // The condition types whose reason now calls for a person.
+    let warnings: Vec<&'static str> =
+        conclusion.conditions.iter().filter(|c| c.warns).map(|c| c.observed.type_).collect();
+    let conditions = condition::merge(&previous.conditions, &observed, tenant.metadata.generation, &now);
     let status = CareRecordTenantStatus {
         observed_generation: tenant.metadata.generation,
         phase: Some(phase),
@@ -615,7 +613,7 @@ async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
     let written = status::write_if_changed(&api, tenant, tenant.status.as_ref(), &status, same_status).await?;
     if written {
-        publish_transitions(tenant, ctx, &previous, &status).await;
+        publish_transitions(tenant, ctx, &previous, &status, &warnings).await;
     }
     Ok(())
 }
@@ -632,25 +630,12 @@ fn same_status(a: &CareRecordTenantStatus, b: &CareRecordTenantStatus) -> bool {
         && a.onboarded_at == b.onboarded_at
 }
 
-/// Reasons that deserve a Warning Event when a condition turns to them.
-const WARNING_REASONS: &[&str] = &[
-    "InvalidSpec",
-    "ExternalSecretMissing",
-    "CloudNativePGNotInstalled",
-    "NotAccepted",
-    "NoRouteAvailable",
-    "NamespaceConflict",
-    "HostnameConflict",
-    "RetainedDataConflict",
-    "CredentialsMissing",
-    "TLSRequired",
-];
-
 async fn publish_transitions(
     tenant: &CareRecordTenant,
     ctx: &Context,
     before: &CareRecordTenantStatus,
     after: &CareRecordTenantStatus,
+    warnings: &[&'static str],
 ) {
     let reference = tenant.object_ref(&());
     if before.phase != after.phase
@@ -660,7 +645,7 @@ async fn publish_transitions(
             TenantPhase::Ready => format!("tenant is Ready and serving {}", tenant.endpoint()),
             TenantPhase::Onboarding => format!("onboarding into namespace {}", tenant.target_namespace()),
             TenantPhase::Degraded => {
-                after.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default()
+                after.conditions.condition(C::Ready.as_str()).map(|c| c.message.clone()).unwrap_or_default()
             }
             TenantPhase::Suspended => "record store scaled to zero and route removed; data kept".into(),
             TenantPhase::Terminating => "tenant is being deleted".into(),
@@ -670,7 +655,7 @@ async fn publish_transitions(
     for c in &after.conditions {
         let was = before.conditions.iter().find(|p| p.type_ == c.type_);
         let changed = was.is_none_or(|p| p.status != c.status || p.reason != c.reason);
-        if changed && c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str()) {
+        if changed && c.status == ConditionStatus::False.as_str() && warnings.contains(&c.type_.as_str()) {
             ctx.events.publish(&reference, true, &c.reason, "Validate", c.message.clone()).await;
         }
     }
@@ -732,4 +717,164 @@ async fn cleanup(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Action>
         )
         .await;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::api::DynamicObject;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::render::tenant::fixtures::{CHESHIRE, tenant};
+    use crate::settings::PlatformSettings;
+
+    const NS: &str = "scr-cheshire-merseyside";
+
+    fn child(kind: ChildKind, name: &str, body: Value) -> (Key, DynamicObject) {
+        let mut object: DynamicObject = serde_json::from_value(body).expect("a fixture object");
+        object.metadata.name = Some(name.into());
+        let namespace = kind.namespaced().then(|| NS.to_string());
+        object.metadata.namespace = namespace.clone();
+        (Key { kind, namespace, name: name.into() }, object)
+    }
+
+    fn available(generation: i64) -> Value {
+        json!({"metadata": {"generation": generation}, "spec": {"replicas": 2},
+               "status": {"observedGeneration": generation, "availableReplicas": 2, "updatedReplicas": 2}})
+    }
+
+    /// Every child of a served tenant, as the cluster reports them once ready.
+    fn ready_world() -> Live {
+        let mut live = Live::default();
+        for (key, object) in [
+            child(ChildKind::Namespace, NS, json!({"status": {"phase": "Active"}})),
+            child(
+                ChildKind::ResourceQuota,
+                QUOTA,
+                json!({"spec": {"hard": {"pods": "50"}}, "status": {"hard": {"pods": "50"}, "used": {"pods": "4"}}}),
+            ),
+            child(
+                ChildKind::StatefulSet,
+                DATABASE_STATEFULSET,
+                json!({"metadata": {"generation": 1}, "spec": {"replicas": 1},
+                       "status": {"observedGeneration": 1, "readyReplicas": 1}}),
+            ),
+            child(ChildKind::Deployment, RECORD_STORE, available(1)),
+            child(ChildKind::Deployment, RECORD_GATEWAY, available(1)),
+            child(
+                ChildKind::HttpRoute,
+                RECORD_STORE,
+                json!({"status": {"parents": [{"conditions": [
+                    {"type": "Accepted", "status": "True"}, {"type": "ResolvedRefs", "status": "True"}
+                ]}]}}),
+            ),
+        ] {
+            live.insert(key, object);
+        }
+        live
+    }
+
+    fn facts() -> Facts {
+        crate::render::tenant::fixtures::facts(DatabaseMode::StatefulSet)
+    }
+
+    const SERVED: Served = Served { gateway_api: true, cloud_native_pg: false };
+
+    /// `conclude` over a world, for the Cheshire fixture tenant.
+    fn concluded(t: &CareRecordTenant, live: &Live, facts: &Facts) -> Vec<Concluded> {
+        let connection = DatabaseConnection::for_tenant(t, &PlatformSettings::default(), facts);
+        conclude(Observation {
+            tenant: t,
+            live,
+            facts,
+            served: SERVED,
+            ingress_fallback: false,
+            held: &HeldBack::Nothing,
+            connection: &connection,
+        })
+        .conditions
+    }
+
+    fn find(conditions: &[Concluded], c: C) -> &Concluded {
+        conditions.iter().find(|o| o.observed.type_ == c.as_str()).expect("the condition is concluded")
+    }
+
+    #[test]
+    fn a_tenant_whose_children_are_all_ready_is_ready() {
+        let conditions = concluded(&tenant(CHESHIRE), &ready_world(), &facts());
+        assert!(conditions.iter().all(Concluded::is_true), "{conditions:#?}");
+        assert_eq!(find(&conditions, C::Ready).observed.reason, R::Ready.as_str());
+    }
+
+    #[test]
+    fn a_route_the_platform_gateway_refused_warns_and_keeps_the_tenant_from_ready() {
+        let mut live = ready_world();
+        let (key, route) = child(
+            ChildKind::HttpRoute,
+            RECORD_STORE,
+            json!({"status": {"parents": [{"conditions": [
+                {"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners", "message": "hostname"}
+            ]}]}}),
+        );
+        live.insert(key, route);
+        let conditions = concluded(&tenant(CHESHIRE), &live, &facts());
+        let gateway = find(&conditions, C::GatewayReady);
+        assert!(!gateway.is_true() && gateway.warns && !gateway.blocks);
+        assert!(!find(&conditions, C::Ready).is_true());
+    }
+
+    #[test]
+    fn a_hostname_held_by_another_tenant_warns_on_the_gateway_condition() {
+        let facts = Facts { hostname_held_by: Some("older-ics".into()), ..facts() };
+        let conditions = concluded(&tenant(CHESHIRE), &ready_world(), &facts);
+        let gateway = find(&conditions, C::GatewayReady);
+        assert_eq!(gateway.observed.reason, R::HostnameConflict.as_str());
+        assert!(gateway.warns && gateway.observed.message.contains("older-ics"));
+    }
+
+    #[test]
+    fn a_quota_not_yet_counted_keeps_the_namespace_not_ready_without_a_warning() {
+        let mut live = ready_world();
+        let (key, quota) = child(ChildKind::ResourceQuota, QUOTA, json!({"spec": {"hard": {"pods": "50"}}}));
+        live.insert(key, quota);
+        let conditions = concluded(&tenant(CHESHIRE), &live, &facts());
+        let namespace = find(&conditions, C::NamespaceReady);
+        assert_eq!(namespace.observed.reason, R::QuotaNotCounted.as_str());
+        assert!(!namespace.warns);
+    }
+
+    #[test]
+    fn a_record_gateway_not_serving_keeps_an_accepted_route_from_gateway_ready() {
+        let mut live = ready_world();
+        let (key, deployment) = child(ChildKind::Deployment, RECORD_GATEWAY, json!({"spec": {"replicas": 2}}));
+        live.insert(key, deployment);
+        let conditions = concluded(&tenant(CHESHIRE), &live, &facts());
+        assert_eq!(find(&conditions, C::GatewayReady).observed.reason, R::RecordGatewayNotAvailable.as_str());
+    }
+
+    #[test]
+    fn the_ready_message_names_every_condition_that_is_not_true() {
+        let mut live = ready_world();
+        let (key, namespace) = child(ChildKind::Namespace, NS, json!({"status": {"phase": "Terminating"}}));
+        live.insert(key, namespace);
+        let (key, deployment) = child(ChildKind::Deployment, RECORD_STORE, json!({"spec": {"replicas": 1}}));
+        live.insert(key, deployment);
+        let conditions = concluded(&tenant(CHESHIRE), &live, &facts());
+        let ready = find(&conditions, C::Ready);
+        assert_eq!(ready.observed.reason, R::Onboarding.as_str());
+        assert!(
+            ready.observed.message.contains("NamespaceReady") && ready.observed.message.contains("RecordStoreReady")
+        );
+        assert!(!ready.observed.message.contains("DatabaseReady"));
+    }
+
+    #[test]
+    fn a_suspended_tenant_is_ready_as_suspended() {
+        let mut t = tenant(CHESHIRE);
+        t.spec.suspend = true;
+        let conditions = concluded(&t, &ready_world(), &facts());
+        let ready = find(&conditions, C::Ready);
+        assert!(ready.is_true());
+        assert_eq!(ready.observed.reason, R::Suspended.as_str());
+    }
 }
