@@ -76,7 +76,12 @@ where
     /// Call once; a second call returns at once.
     pub async fn run(&self, api: Api<K>, config: watcher::Config) {
         let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
-        let events = watcher(api, config).default_backoff().reflect(writer);
+        // managedFields are kept by the API server for server-side apply;
+        // nothing here reads them, and on a connector written by a person,
+        // the operator and a status writer they are most of the object:
+        // dropped before the store keeps it.
+        let events =
+            watcher(api, config).default_backoff().modify(|object| object.managed_fields_mut().clear()).reflect(writer);
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
