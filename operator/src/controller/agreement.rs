@@ -7,18 +7,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::apply::{self, Key};
-use super::capabilities::Served;
-use super::metrics::WriteLabels;
+use super::apply::{Applier, Key};
+use super::children::Owner;
 use super::status;
 use super::triggers::Triggers;
 use super::{Context, Result, tenant_ready};
@@ -27,7 +24,6 @@ use crate::api::condition::{self, ConditionStatus, Observed};
 use crate::api::tenant::DeletionPolicy;
 use crate::render::agreement::{Counterpart, Decision, Inputs, Side, children, decide};
 use crate::render::child::ChildKind;
-use crate::render::labels;
 
 /// Safety-net requeue when nothing is scheduled by time.
 const RESYNC: Duration = Duration::from_secs(10 * 60);
@@ -35,15 +31,8 @@ const RESYNC: Duration = Duration::from_secs(10 * 60);
 const ACTIVE_RESYNC: Duration = Duration::from_secs(60);
 
 /// What wakes the agreement controller.
-pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<SharingAgreement> {
-    let client = ctx.client.clone();
-    let owned = labels::owned_selector(labels::AGREEMENT);
-    let mut triggers = Triggers::new("agreement", &ctx.caches.agreements, &ctx.metrics)
-        .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &owned);
-    if served.gateway_api {
-        let ar = ChildKind::HttpRoute.api_resource();
-        triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &owned);
-    }
+pub fn triggers(ctx: &Arc<Context>) -> Triggers<SharingAgreement> {
+    let triggers = Triggers::new("agreement", &ctx.caches.agreements, &ctx.metrics).owned(&ctx.children);
     let sides = triggers.store();
     let by_tenant = triggers.store();
     let by_namespace = triggers.store();
@@ -127,8 +116,8 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
     if served.gateway_api {
         kinds.push(ChildKind::HttpRoute);
     }
-    let selector = labels::agreement_selector(&name);
-    let mut live = apply::observe(&ctx.client, &kinds, &namespace, &selector).await?;
+    let applier = Applier::new(&ctx.client, &ctx.children, &ctx.metrics, "agreement");
+    let mut live = applier.observe(&kinds, &namespace, Owner::Agreement(&name)).await?;
     let desired_children = match (&my_tenant, &their_tenant) {
         (Some(provider), Some(consumer)) if served.gateway_api => {
             children(&agreement, &decision, provider, &ctx.settings).into_children()?
@@ -136,19 +125,8 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
         _ => Vec::new(),
     };
     let desired: BTreeSet<Key> = desired_children.iter().map(Key::of).collect();
-    for child in &desired_children {
-        let key = Key::of(child);
-        let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
-        if outcome != apply::Outcome::Unchanged {
-            ctx.metrics.child_writes.get_or_create(&WriteLabels { kind: "agreement", outcome: outcome.as_str() }).inc();
-        }
-        if let Some(object) = object {
-            live.insert(key, object);
-        }
-    }
-    let removed =
-        apply::prune(&ctx.client, &live, &desired, &agreement.uid().unwrap_or_default(), DeletionPolicy::Delete)
-            .await?;
+    applier.apply_all(&desired_children, &mut live).await?;
+    let removed = applier.prune(&live, &desired, &agreement.uid().unwrap_or_default(), DeletionPolicy::Delete).await?;
     if !removed.is_empty() {
         info!(removed = removed.len(), phase = decision.phase.as_str(), "removed federation exposure");
     }

@@ -1,22 +1,31 @@
-//! The one apply/prune/release path every controller uses.
+//! The one apply/prune/release path every controller uses: `Applier`.
 //!
-//! - `observe` lists an owner's live children (one LIST per kind, by label).
+//! - `observe` reads an owner's live children from the shared child store
+//!   (see `children`), listing from the API server only kinds it does not
+//!   watch.
 //! - `apply` writes a desired child with server-side apply under one field
 //!   manager, and only when the live object differs (a steady world gets
-//!   zero writes).
+//!   zero writes, and, while the memo holds, zero reads).
 //! - `prune` removes live children that are no longer desired, but only those
 //!   whose ownerReferences name this owner (labels propagate; ownership does
 //!   not). Children marked `retain` are orphaned instead of deleted.
 //! - `release` is the finalizer's half: with `Retain` it deletes workloads
 //!   and orphans data; with `Delete` it deletes everything.
+//!
+//! Every write is counted in `ics_operator_child_writes_total` and every
+//! read that reaches the API server in `ics_operator_child_reads_total`, by
+//! controller.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, TypeMeta};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+use super::children::{self, Children, Owner};
 use super::diff::{applied_fields, is_subset};
+use super::metrics::{Metrics, ReadLabels, WriteLabels};
 use crate::MANAGER;
 use crate::api::tenant::DeletionPolicy;
 use crate::render::child::{Child, ChildKind, WritePolicy};
@@ -45,15 +54,25 @@ impl std::fmt::Display for Key {
     }
 }
 
-/// An owner's children as they are in the cluster.
+/// An owner's children as they are in the cluster: from the shared
+/// child store (metadata and what readiness reads) or, for kinds it does
+/// not watch, listed whole; and what this reconcile wrote, whole.
 #[derive(Clone, Debug, Default)]
 pub struct Live {
-    objects: BTreeMap<Key, DynamicObject>,
+    objects: BTreeMap<Key, Seen>,
+}
+
+/// A live child, and whether it is the whole object (a list or a write
+/// answer) or what the store keeps of it.
+#[derive(Clone, Debug)]
+struct Seen {
+    object: Arc<DynamicObject>,
+    whole: bool,
 }
 
 impl Live {
     pub fn get(&self, key: &Key) -> Option<&DynamicObject> {
-        self.objects.get(key)
+        self.objects.get(key).map(|s| &*s.object)
     }
 
     /// The live object as JSON, for readiness checks.
@@ -61,15 +80,28 @@ impl Live {
         self.objects
             .iter()
             .find(|(k, _)| k.kind == kind && k.name == name)
-            .and_then(|(_, o)| serde_json::to_value(o).ok())
+            .and_then(|(_, s)| serde_json::to_value(&*s.object).ok())
     }
 
+    /// Records a whole object (read from or written to the API server).
     pub fn insert(&mut self, key: Key, object: DynamicObject) {
-        self.objects.insert(key, object);
+        self.objects.insert(key, Seen { object: Arc::new(object), whole: true });
+    }
+
+    fn insert_kept(&mut self, key: Key, object: Arc<DynamicObject>) {
+        self.objects.insert(key, Seen { object, whole: false });
+    }
+
+    fn whole(&self, key: &Key) -> Option<&DynamicObject> {
+        self.objects.get(key).filter(|s| s.whole).map(|s| &*s.object)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &DynamicObject)> {
-        self.objects.iter()
+        self.objects.iter().map(|(k, s)| (k, &*s.object))
+    }
+
+    fn extend(&mut self, other: Live) {
+        self.objects.extend(other.objects);
     }
 }
 
@@ -81,17 +113,13 @@ fn api(client: &Client, kind: ChildKind, namespace: Option<&str>) -> Api<Dynamic
     }
 }
 
-/// Lists the children of one owner: namespaced kinds in `namespace`,
-/// cluster-scoped kinds cluster-wide, all by label selector, all kinds at
-/// once (a tenant has a dozen child kinds; one round trip each in series
-/// made up most of a no-op reconcile). Secrets are read as metadata only:
-/// the operator never needs their values.
-pub async fn observe(
-    client: &Client,
-    kinds: &[ChildKind],
-    namespace: &str,
-    selector: &str,
-) -> Result<Live, kube::Error> {
+/// Lists the children of one owner from the API server: namespaced kinds
+/// in `namespace`, cluster-scoped kinds cluster-wide, all by label
+/// selector, all kinds at once. Secrets are read as metadata only: the
+/// operator never needs their values. Used where the shared store may not
+/// hold everything: kinds it does not watch, and the finalizer, which must
+/// not miss a child the watch has not delivered yet.
+pub async fn list(client: &Client, kinds: &[ChildKind], namespace: &str, selector: &str) -> Result<Live, kube::Error> {
     let lp = ListParams::default().labels(selector);
     let lists = kinds.iter().map(|&kind| {
         let (api, lp) = (api(client, kind, Some(namespace)), &lp);
@@ -126,7 +154,7 @@ pub async fn observe(
 }
 
 /// What `apply` did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Unchanged,
     Applied,
@@ -143,62 +171,241 @@ impl Outcome {
     }
 }
 
-/// Writes one child if, and only if, the live object differs from it. Returns
-/// the object as it now is.
-pub async fn apply(
-    client: &Client,
-    child: &Child,
-    live: Option<&DynamicObject>,
-) -> Result<(Outcome, Option<DynamicObject>), kube::Error> {
-    let api = api(client, child.kind, child.namespace());
-    match (child.write, live) {
-        (WritePolicy::CreateOnce, Some(live)) if live.labels().contains_key(labels::RETAINED) => {
-            // Retained from an earlier tenant of this name: adopted again,
-            // its contents untouched.
-            let owner = child.object.annotations().get(labels::OWNER_UID).cloned();
-            let patch = json!({"metadata": {
-                "labels": {labels::RETAINED: null},
-                "annotations": {labels::RETAINED_FROM: null, labels::OWNER_UID: owner},
-            }});
-            let adopted = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            Ok((Outcome::Applied, Some(adopted)))
+/// Applies and prunes the children of one controller's owners, reading and
+/// recording them in the shared child store. One per reconcile; cheap.
+pub struct Applier<'a> {
+    client: &'a Client,
+    children: &'a Children,
+    metrics: &'a Metrics,
+    /// The controller, as the metrics name it.
+    controller: &'static str,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(client: &'a Client, children: &'a Children, metrics: &'a Metrics, controller: &'static str) -> Self {
+        Self { client, children, metrics, controller }
+    }
+
+    fn read(&self, verb: &'static str) {
+        self.metrics.child_reads.get_or_create(&ReadLabels { kind: self.controller, verb }).inc();
+    }
+
+    /// The children of `owner` of `kinds`: from the store for every kind it
+    /// watches (no request), listed for the others.
+    pub async fn observe(&self, kinds: &[ChildKind], namespace: &str, owner: Owner<'_>) -> Result<Live, kube::Error> {
+        let (watched, unwatched): (Vec<ChildKind>, Vec<ChildKind>) =
+            kinds.iter().partition(|&&k| self.children.watches(k));
+        let mut live = Live::default();
+        for (key, object) in self.children.of(&watched, namespace, owner) {
+            live.insert_kept(key, object);
         }
-        (WritePolicy::CreateOnce, Some(live)) => Ok((Outcome::Unchanged, Some(live.clone()))),
-        (WritePolicy::CreateOnce, None) => {
-            let pp = PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() };
-            match api.create(&pp, &child.object).await {
-                Ok(created) => Ok((Outcome::Created, Some(created))),
-                // Created by an earlier run whose labels were since removed:
-                // never overwrite it.
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok((Outcome::Unchanged, None)),
-                Err(e) => Err(e),
+        if !unwatched.is_empty() {
+            self.read("list");
+            live.extend(list(self.client, &unwatched, namespace, &owner.selector()).await?);
+        }
+        Ok(live)
+    }
+
+    /// Lists the children of `owner` from the API server, bypassing the
+    /// store: for the finalizer, which must see every child there is.
+    pub async fn list(&self, kinds: &[ChildKind], namespace: &str, owner: Owner<'_>) -> Result<Live, kube::Error> {
+        self.read("list");
+        list(self.client, kinds, namespace, &owner.selector()).await
+    }
+
+    /// Applies every child in turn, recording what is there afterwards in
+    /// `live`. Returns how many were written.
+    pub async fn apply_all<'c>(
+        &self,
+        desired: impl IntoIterator<Item = &'c Child>,
+        live: &mut Live,
+    ) -> Result<usize, kube::Error> {
+        let mut writes = 0;
+        for child in desired {
+            if self.apply(child, live).await? != Outcome::Unchanged {
+                writes += 1;
             }
         }
-        (WritePolicy::Apply, live) => {
-            let retained = live.is_some_and(|l| l.labels().contains_key(labels::RETAINED));
-            // Data written by an older operator still carries an
-            // ownerReference; applying again drops it (see labels::OWNER_UID).
-            let stale_owner = child.retain() && live.is_some_and(|l| !l.owner_references().is_empty());
-            if let Some(live) = live {
-                let desired = applied_fields(&serde_json::to_value(&child.object).unwrap_or_default());
-                let current = serde_json::to_value(live).unwrap_or_default();
-                if is_subset(&desired, &current) && !retained && !stale_owner {
-                    return Ok((Outcome::Unchanged, Some(live.clone())));
-                }
-            }
-            let pp = PatchParams::apply(MANAGER).force();
-            let mut applied = api.patch(child.name(), &pp, &Patch::Apply(&child.object)).await?;
-            if retained {
-                // Adopted again after its tenant was deleted and recreated.
+        Ok(writes)
+    }
+
+    /// Writes one child if, and only if, the live object differs from it,
+    /// and records the object as it now is in `live`.
+    pub async fn apply(&self, child: &Child, live: &mut Live) -> Result<Outcome, kube::Error> {
+        let key = Key::of(child);
+        let (outcome, object) = self.write(&key, child, live).await?;
+        if outcome != Outcome::Unchanged {
+            tracing::debug!(child = %key, ?outcome, "wrote child");
+            self.metrics
+                .child_writes
+                .get_or_create(&WriteLabels { kind: self.controller, outcome: outcome.as_str() })
+                .inc();
+        }
+        if let Some(object) = object {
+            self.children.wrote(child.kind, &object);
+            live.insert(key, object);
+        }
+        Ok(outcome)
+    }
+
+    async fn write(
+        &self,
+        key: &Key,
+        child: &Child,
+        live: &Live,
+    ) -> Result<(Outcome, Option<DynamicObject>), kube::Error> {
+        let api = api(self.client, child.kind, child.namespace());
+        let current = live.get(key);
+        match (child.write, current) {
+            (WritePolicy::CreateOnce, Some(current)) if current.labels().contains_key(labels::RETAINED) => {
+                // Retained from an earlier tenant of this name: adopted again,
+                // its contents untouched.
+                let owner = child.object.annotations().get(labels::OWNER_UID).cloned();
                 let patch = json!({"metadata": {
                     "labels": {labels::RETAINED: null},
-                    "annotations": {labels::RETAINED_FROM: null},
+                    "annotations": {labels::RETAINED_FROM: null, labels::OWNER_UID: owner},
                 }});
-                applied = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                let adopted = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                Ok((Outcome::Applied, Some(strip_secret(child.kind, adopted))))
             }
-            Ok((Outcome::Applied, Some(applied)))
+            (WritePolicy::CreateOnce, Some(_)) => Ok((Outcome::Unchanged, None)),
+            (WritePolicy::CreateOnce, None) => {
+                let pp = PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() };
+                match api.create(&pp, &child.object).await {
+                    Ok(created) => Ok((Outcome::Created, Some(strip_secret(child.kind, created)))),
+                    // Created by an earlier run whose labels were since
+                    // removed, or moments ago by this one and not yet seen
+                    // by the watch: never overwrite it.
+                    Err(kube::Error::Api(e)) if e.code == 409 => Ok((Outcome::Unchanged, None)),
+                    Err(e) => Err(e),
+                }
+            }
+            (WritePolicy::Apply, current) => {
+                let retained = current.is_some_and(|l| l.labels().contains_key(labels::RETAINED));
+                // Data written by an older operator still carries an
+                // ownerReference; applying again drops it (see labels::OWNER_UID).
+                let stale_owner = child.retain() && current.is_some_and(|l| !l.owner_references().is_empty());
+                let desired_value = serde_json::to_value(&child.object).unwrap_or_default();
+                let desired_hash = children::desired_hash(&desired_value);
+                if let Some(current) = current
+                    && !retained
+                    && !stale_owner
+                    && self.in_place(key, child, &desired_value, desired_hash, current, live).await?
+                {
+                    return Ok((Outcome::Unchanged, None));
+                }
+                let pp = PatchParams::apply(MANAGER).force();
+                let mut applied = api.patch(child.name(), &pp, &Patch::Apply(&child.object)).await?;
+                if retained {
+                    // Adopted again after its tenant was deleted and recreated.
+                    let patch = json!({"metadata": {
+                        "labels": {labels::RETAINED: null},
+                        "annotations": {labels::RETAINED_FROM: null},
+                    }});
+                    applied = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                }
+                self.children.memo.confirm(key.clone(), desired_hash, &applied);
+                Ok((Outcome::Applied, Some(applied)))
+            }
         }
     }
+
+    /// Whether the live child already holds everything `desired` sets:
+    /// without a request while the memo says so for this version of the
+    /// child, else against the whole object (fetched unless this reconcile
+    /// already has it).
+    async fn in_place(
+        &self,
+        key: &Key,
+        child: &Child,
+        desired: &Value,
+        desired_hash: u64,
+        current: &DynamicObject,
+        live: &Live,
+    ) -> Result<bool, kube::Error> {
+        if self.children.memo.holds(key, desired_hash, current) {
+            return Ok(true);
+        }
+        let whole = match live.whole(key) {
+            Some(whole) => whole.clone(),
+            None => {
+                self.read("get");
+                match api(self.client, child.kind, child.namespace()).get_opt(child.name()).await? {
+                    Some(whole) => whole,
+                    // Gone since the watch saw it: apply creates it again.
+                    None => return Ok(false),
+                }
+            }
+        };
+        let holds = is_subset(&applied_fields(desired), &serde_json::to_value(&whole).unwrap_or_default());
+        if holds {
+            self.children.memo.confirm(key.clone(), desired_hash, &whole);
+            self.children.wrote(child.kind, &whole);
+        }
+        Ok(holds)
+    }
+
+    /// Removes owned children that are not desired. Children holding data
+    /// are orphaned, never deleted, unless `policy` is `Delete`.
+    pub async fn prune(
+        &self,
+        live: &Live,
+        desired: &BTreeSet<Key>,
+        owner_uid: &str,
+        policy: DeletionPolicy,
+    ) -> Result<Vec<Disposal>, kube::Error> {
+        let mut out = Vec::new();
+        for (key, object) in live.iter() {
+            if desired.contains(key) || !owned_by(object, owner_uid) {
+                continue;
+            }
+            out.push(self.dispose(key, object, owner_uid, policy).await?);
+        }
+        Ok(out)
+    }
+
+    /// Lets go of every owned child as the owner is deleted. Cluster-scoped
+    /// children (the namespace) go last, after what lives inside them.
+    pub async fn release(
+        &self,
+        live: &Live,
+        owner_uid: &str,
+        policy: DeletionPolicy,
+    ) -> Result<Vec<Disposal>, kube::Error> {
+        let mut owned: Vec<(&Key, &DynamicObject)> = live.iter().filter(|(_, o)| owned_by(o, owner_uid)).collect();
+        owned.sort_by_key(|(k, _)| !k.kind.namespaced());
+        let mut out = Vec::new();
+        for (key, object) in owned {
+            out.push(self.dispose(key, object, owner_uid, policy).await?);
+        }
+        Ok(out)
+    }
+
+    async fn dispose(
+        &self,
+        key: &Key,
+        object: &DynamicObject,
+        owner_uid: &str,
+        policy: DeletionPolicy,
+    ) -> Result<Disposal, kube::Error> {
+        self.children.memo.forget(key);
+        if retain_marked(object) && policy == DeletionPolicy::Retain {
+            orphan(self.client, key, object, owner_uid).await?;
+            Ok(Disposal::Orphaned(key.clone()))
+        } else {
+            delete(self.client, key).await?;
+            self.children.deleted(key);
+            Ok(Disposal::Deleted(key.clone()))
+        }
+    }
+}
+
+/// Secrets are recorded as metadata only, whatever the API server answered.
+fn strip_secret(kind: ChildKind, mut object: DynamicObject) -> DynamicObject {
+    if kind == ChildKind::Secret {
+        object.data = Value::Null;
+    }
+    object
 }
 
 /// Whether `uid` owns `object`: by ownerReference (workloads, routes) or, for
@@ -248,56 +455,4 @@ async fn orphan(client: &Client, key: &Key, object: &DynamicObject, uid: &str) -
 
 fn retain_marked(object: &DynamicObject) -> bool {
     object.labels().get(labels::RETAIN).is_some_and(|v| v == "true")
-}
-
-/// Removes owned children that are not desired. Children holding data are
-/// orphaned, never deleted, unless `policy` is `Delete`.
-pub async fn prune(
-    client: &Client,
-    live: &Live,
-    desired: &BTreeSet<Key>,
-    owner_uid: &str,
-    policy: DeletionPolicy,
-) -> Result<Vec<Disposal>, kube::Error> {
-    let mut out = Vec::new();
-    for (key, object) in live.iter() {
-        if desired.contains(key) || !owned_by(object, owner_uid) {
-            continue;
-        }
-        out.push(dispose(client, key, object, owner_uid, policy).await?);
-    }
-    Ok(out)
-}
-
-async fn dispose(
-    client: &Client,
-    key: &Key,
-    object: &DynamicObject,
-    owner_uid: &str,
-    policy: DeletionPolicy,
-) -> Result<Disposal, kube::Error> {
-    if retain_marked(object) && policy == DeletionPolicy::Retain {
-        orphan(client, key, object, owner_uid).await?;
-        Ok(Disposal::Orphaned(key.clone()))
-    } else {
-        delete(client, key).await?;
-        Ok(Disposal::Deleted(key.clone()))
-    }
-}
-
-/// Lets go of every owned child as the owner is deleted. Cluster-scoped
-/// children (the namespace) go last, after what lives inside them.
-pub async fn release(
-    client: &Client,
-    live: &Live,
-    owner_uid: &str,
-    policy: DeletionPolicy,
-) -> Result<Vec<Disposal>, kube::Error> {
-    let mut owned: Vec<(&Key, &DynamicObject)> = live.iter().filter(|(_, o)| owned_by(o, owner_uid)).collect();
-    owned.sort_by_key(|(k, _)| !k.kind.namespaced());
-    let mut out = Vec::new();
-    for (key, object) in owned {
-        out.push(dispose(client, key, object, owner_uid, policy).await?);
-    }
-    Ok(out)
 }

@@ -16,6 +16,21 @@ pub struct Served {
     pub gateway_api: bool,
 }
 
+impl Served {
+    /// Every child kind the cluster serves.
+    pub fn child_kinds(self) -> Vec<crate::render::child::ChildKind> {
+        use crate::render::child::ChildKind;
+        ChildKind::ALL
+            .into_iter()
+            .filter(|k| match k {
+                ChildKind::PostgresCluster => self.cloud_native_pg,
+                ChildKind::HttpRoute => self.gateway_api,
+                _ => true,
+            })
+            .collect()
+    }
+}
+
 const REFRESH: Duration = Duration::from_secs(60);
 
 pub struct Capabilities {

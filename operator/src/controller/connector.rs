@@ -4,20 +4,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject};
-use kube::core::PartialObjectMeta;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, instrument};
+use tracing::instrument;
 
-use super::apply::{self, Key, Outcome};
-use super::capabilities::Served;
-use super::metrics::{ProbeLabel, WriteLabels};
+use super::apply::{Applier, Key};
+use super::children::Owner;
+use super::metrics::ProbeLabel;
 use super::readiness;
 use super::status;
 use super::triggers::Triggers;
@@ -27,25 +24,14 @@ use crate::api::connector::{ConnectorState, EndpointStatus, ProviderConnector, P
 use crate::probe::Credentials;
 use crate::render::child::ChildKind;
 use crate::render::connector as render_connector;
-use crate::render::labels;
 
 /// A probe that finds the same answer refreshes `lastChecked` at most this
 /// often, so a healthy, steady connector causes no status writes.
 const STATUS_REFRESH: Duration = Duration::from_secs(3600);
 
 /// What wakes the connector controller.
-pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<ProviderConnector> {
-    let client = ctx.client.clone();
-    let owned = labels::owned_selector(labels::CONNECTOR);
-    let mut triggers = Triggers::new("connector", &ctx.caches.connectors, &ctx.metrics)
-        .owned(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), &owned)
-        .owned(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &owned)
-        .owned(Api::<PartialObjectMeta<Service>>::all(client.clone()), &owned)
-        .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &owned);
-    if served.gateway_api {
-        let ar = ChildKind::HttpRoute.api_resource();
-        triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &owned);
-    }
+pub fn triggers(ctx: &Arc<Context>) -> Triggers<ProviderConnector> {
+    let triggers = Triggers::new("connector", &ctx.caches.connectors, &ctx.metrics).owned(&ctx.children);
     let (by_tenant, by_namespace) = (triggers.store(), triggers.store());
     // A tenant appearing, changing host or quota, taking its namespace or
     // going away changes its connectors; its connector counts do not. A
@@ -215,7 +201,8 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
     if served.gateway_api {
         kinds.push(ChildKind::HttpRoute);
     }
-    let mut live = apply::observe(&ctx.client, &kinds, &namespace, &labels::connector_selector(&name)).await?;
+    let applier = Applier::new(&ctx.client, &ctx.children, &ctx.metrics, "connector");
+    let mut live = applier.observe(&kinds, &namespace, Owner::Connector(&name)).await?;
     let children = match (&problem, &tenant, &profile) {
         (None, Some(tenant), Some(profile)) => {
             render_connector::render(&connector, profile, tenant, &ctx.settings, served.gateway_api).into_children()?
@@ -223,19 +210,9 @@ pub async fn reconcile(connector: Arc<ProviderConnector>, ctx: Arc<Context>) -> 
         _ => Vec::new(),
     };
     let desired: BTreeSet<Key> = children.iter().map(Key::of).collect();
-    for child in &children {
-        let key = Key::of(child);
-        let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
-        if outcome != Outcome::Unchanged {
-            debug!(child = %key, ?outcome, "wrote child");
-            ctx.metrics.child_writes.get_or_create(&WriteLabels { kind: "connector", outcome: outcome.as_str() }).inc();
-        }
-        if let Some(object) = object {
-            live.insert(key, object);
-        }
-    }
+    applier.apply_all(&children, &mut live).await?;
     let uid = connector.uid().unwrap_or_default();
-    apply::prune(&ctx.client, &live, &desired, &uid, crate::api::tenant::DeletionPolicy::Delete).await?;
+    applier.prune(&live, &desired, &uid, crate::api::tenant::DeletionPolicy::Delete).await?;
 
     let previous = connector.status.clone().unwrap_or_default();
     let state = connector.spec.state;

@@ -29,6 +29,15 @@ pub struct WriteLabels {
     pub outcome: &'static str,
 }
 
+/// A read of children that reached the API server: `get` (a child that
+/// may have changed, compared whole) or `list` (kinds the child store does
+/// not watch, and the finalizer).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    pub kind: &'static str,
+    pub verb: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: &'static str,
@@ -46,6 +55,7 @@ pub struct Metrics {
     pub in_flight: Family<KindLabel, Gauge>,
     pub queue_depth: Family<KindLabel, Gauge>,
     pub child_writes: Family<WriteLabels, Counter>,
+    pub child_reads: Family<ReadLabels, Counter>,
     pub probes: Family<ProbeLabel, Counter>,
     pub tenants: Family<PhaseLabel, Gauge>,
     pub leader: Gauge,
@@ -58,11 +68,14 @@ impl Metrics {
             reconciles: Family::default(),
             failures: Family::default(),
             duration: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
             }),
             in_flight: Family::default(),
             queue_depth: Family::default(),
             child_writes: Family::default(),
+            child_reads: Family::default(),
             probes: Family::default(),
             tenants: Family::default(),
             leader: Gauge::default(),
@@ -78,6 +91,11 @@ impl Metrics {
             m.queue_depth.clone(),
         );
         r.register("child_writes", "Writes of child objects, by kind and outcome", m.child_writes.clone());
+        r.register(
+            "child_reads",
+            "Reads of child objects from the API server (not the watch cache), by kind and verb",
+            m.child_reads.clone(),
+        );
         r.register("endpoint_probes", "Endpoint probes, by result", m.probes.clone());
         r.register("tenants", "Tenants by phase", m.tenants.clone());
         r.register("leader", "1 while this replica holds the leader Lease", m.leader.clone());

@@ -4,6 +4,7 @@ pub mod agreement;
 pub mod apply;
 pub mod caches;
 pub mod capabilities;
+pub mod children;
 pub mod connector;
 pub mod diff;
 pub mod events;
@@ -79,6 +80,9 @@ pub struct Context {
     /// Tenants, connectors, agreements and tenant namespaces, watched once
     /// and read by every reconcile.
     pub caches: std::sync::Arc<caches::Caches>,
+    /// Every managed child, watched once, kept small and read by every
+    /// reconcile.
+    pub children: std::sync::Arc<children::Children>,
     /// What running connectors last said about their feeds.
     pub sync: std::sync::Arc<sync::SyncReader>,
     pub metrics: std::sync::Arc<metrics::Metrics>,
@@ -95,6 +99,7 @@ impl Context {
             prober: prober::Prober::new(&settings.probe),
             sync: std::sync::Arc::new(sync::SyncReader::new(&settings.connector_status)),
             caches: std::sync::Arc::default(),
+            children: std::sync::Arc::default(),
             metrics,
             events: Events::new(client.clone(), reporter),
             client,
@@ -222,23 +227,28 @@ async fn run_controllers(
         gateway_api = served.gateway_api,
         "starting controllers"
     );
-    let tenants = tenant::triggers(&ctx, served);
+    let tenants = tenant::triggers(&ctx);
     let (wake_connectors, woken_connectors) = tokio::sync::mpsc::channel(1024);
-    let connectors = connector::triggers(&ctx, served).on(tokio_stream_from(woken_connectors));
+    let connectors = connector::triggers(&ctx).on(tokio_stream_from(woken_connectors));
     tokio::spawn(ctx.sync.clone().watch_pods(ctx.client.clone()));
     tokio::spawn(ctx.sync.clone().refresh(wake_connectors));
     tokio::spawn(connector::forget_deleted(connectors.store(), ctx.clone()));
-    let agreements = agreement::triggers(&ctx, served);
+    let agreements = agreement::triggers(&ctx);
     tokio::spawn(tenant::count_phases(tenants.store(), ctx.clone()));
     // Every controller has subscribed: the shared watches may start.
     tokio::spawn(ctx.caches.clone().run(ctx.client.clone()));
+    tokio::spawn(ctx.children.clone().run(ctx.client.clone(), served.child_kinds()));
     // No reconcile before every cache holds its first list: a tenant that
-    // saw no agreements yet would render an empty sharing policy, and a
+    // saw no agreements yet would render an empty sharing policy, a
     // connector whose namespace was not yet listed would be judged outside
-    // any tenant and lose its children. Changes meanwhile wait in the
+    // any tenant and lose its children, and a tenant whose children were
+    // not yet listed would try to create them all again. Changes meanwhile wait in the
     // subscribers' queues.
     let listed = tokio::select! {
-        listed = async { tokio::join!(ctx.caches.synced(), ctx.sync.pods_synced()) } => listed,
+        listed = async {
+            let (caches, children, pods) = tokio::join!(ctx.caches.synced(), ctx.children.synced(), ctx.sync.pods_synced());
+            (caches && children, pods)
+        } => listed,
         _ = shutdown.clone() => return Ok(()),
     };
     if listed != (true, true) {

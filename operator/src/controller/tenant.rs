@@ -4,24 +4,21 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tracing::{debug, info, instrument};
+use tracing::{info, instrument};
 
-use super::apply::{self, Disposal, Key, Live, Outcome};
+use super::apply::{Applier, Disposal, Key, Live};
 use super::capabilities::Served;
+use super::children::Owner;
 use super::generated;
-use super::metrics::{PhaseLabel, WriteLabels};
+use super::metrics::{PhaseLabel, ReadLabels};
 use super::readiness;
 use super::status;
 use super::tenant_conditions::{Concluded, TenantCondition as C, TenantReason as R};
@@ -88,31 +85,13 @@ async fn nudge_uncounted_quota(ctx: &Context, live: &Live) -> Result<Option<Dura
 }
 
 /// What wakes the tenant controller.
-pub fn triggers(ctx: &Arc<Context>, served: Served) -> Triggers<CareRecordTenant> {
+pub fn triggers(ctx: &Arc<Context>) -> Triggers<CareRecordTenant> {
     let client = ctx.client.clone();
-    let managed = labels::managed_selector();
     // Children are mapped to their tenant through ownerReferences rather
     // than with `owns()`: `owns()` gives a cluster-scoped owner the child's
     // namespace, so the same tenant would get a second queue key and two
     // concurrent reconciles.
-    let mut triggers = Triggers::new("tenant", &ctx.caches.tenants, &ctx.metrics)
-        .owned(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<ResourceQuota>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<Service>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<Ingress>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()), &managed)
-        .owned(Api::<PartialObjectMeta<PodDisruptionBudget>>::all(client.clone()), &managed);
-    for (kind, on) in [(ChildKind::HttpRoute, served.gateway_api), (ChildKind::PostgresCluster, served.cloud_native_pg)]
-    {
-        if on {
-            let ar = kind.api_resource();
-            triggers = triggers.owned(Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &ar), &managed);
-        }
-    }
+    let triggers = Triggers::new("tenant", &ctx.caches.tenants, &ctx.metrics).owned(&ctx.children);
     let store = triggers.store();
     // Secrets matter to a tenant whether it owns them (generated
     // credentials) or not (an External database's, CloudNativePG's app
@@ -224,8 +203,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     let namespace = tenant.target_namespace();
 
     // Before anything is written: is the namespace this tenant's to take?
-    let existing = Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(&namespace).await?;
-    let existing = existing.map(|n| n.metadata);
+    let existing = namespace_as_it_is(ctx, &name, &namespace).await?;
     if let Err(conflict) = claim::namespace(&tenant, existing.as_ref(), &ctx.settings) {
         finish(&tenant, ctx, namespace_conflict(&conflict)).await?;
         // The other tenant may go, or a platform engineer relabel the
@@ -249,9 +227,9 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
             return Ok(Action::requeue(RESYNC_WAITING));
         }
     };
-    // Everything this reconcile reads, read at once.
-    let selector = labels::tenant_selector(&name);
-    let mut live = apply::observe(&ctx.client, &served_kinds(served), &namespace, &selector).await?;
+    // Everything this reconcile reads, from the shared stores.
+    let applier = Applier::new(&ctx.client, &ctx.children, &ctx.metrics, "tenant");
+    let mut live = applier.observe(&served.child_kinds(), &namespace, Owner::Tenant(&name)).await?;
     // Every tenant: who holds which hostname, and the consumers' ODS codes.
     let all_tenants: Vec<CareRecordTenant> = ctx.caches.all_tenants().iter().map(|t| (**t).clone()).collect();
     let (connectors, (organisations, inbound_connectors)) = count_connectors(ctx, &namespace);
@@ -294,21 +272,10 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
         }
     }
     let desired: BTreeSet<Key> = children.iter().map(Key::of).collect();
-    let mut writes = 0usize;
-    for child in children.iter().filter(|c| !(held.holds_back() && needs_database(c))) {
-        let key = Key::of(child);
-        let (outcome, object) = apply::apply(&ctx.client, child, live.get(&key)).await?;
-        if outcome != Outcome::Unchanged {
-            writes += 1;
-            ctx.metrics.child_writes.get_or_create(&WriteLabels { kind: "tenant", outcome: outcome.as_str() }).inc();
-            debug!(child = %key, ?outcome, "wrote child");
-        }
-        if let Some(object) = object {
-            live.insert(key, object);
-        }
-    }
+    let applied: Vec<&Child> = children.iter().filter(|c| !(held.holds_back() && needs_database(c))).collect();
+    let writes = applier.apply_all(applied, &mut live).await?;
     let policy = tenant.spec.database.deletion_policy;
-    for disposal in apply::prune(&ctx.client, &live, &desired, &tenant.uid().unwrap_or_default(), policy).await? {
+    for disposal in applier.prune(&live, &desired, &tenant.uid().unwrap_or_default(), policy).await? {
         report_disposal(&tenant, ctx, &disposal).await;
     }
     if writes > 0 {
@@ -389,17 +356,6 @@ fn count_connectors(
     (ConnectorCounts { ready: ready as i32, total: items.len() as i32 }, (providers, inbound))
 }
 
-fn served_kinds(served: Served) -> Vec<ChildKind> {
-    ChildKind::ALL
-        .into_iter()
-        .filter(|k| match k {
-            ChildKind::PostgresCluster => served.cloud_native_pg,
-            ChildKind::HttpRoute => served.gateway_api,
-            _ => true,
-        })
-        .collect()
-}
-
 /// Why the workloads that need the database are held back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum HeldBack {
@@ -421,7 +377,25 @@ fn needs_database(child: &Child) -> bool {
     matches!(child.kind, ChildKind::Deployment | ChildKind::HttpRoute | ChildKind::Ingress)
 }
 
+/// The tenant's namespace as it is, if it exists. A namespace labelled for
+/// this tenant is read from the shared store; any other answer (absent,
+/// unlabelled, held by another tenant) is confirmed with the API server
+/// before it decides anything, as the store holds only labelled namespaces.
+async fn namespace_as_it_is(
+    ctx: &Context,
+    tenant: &str,
+    namespace: &str,
+) -> Result<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>> {
+    let cached = ctx.caches.namespaces.store().get(&ObjectRef::new(namespace));
+    if let Some(cached) = cached.filter(|n| n.labels().get(labels::TENANT).is_some_and(|t| t == tenant)) {
+        return Ok(Some(cached.metadata.clone()));
+    }
+    ctx.metrics.child_reads.get_or_create(&ReadLabels { kind: "tenant", verb: "get" }).inc();
+    Ok(Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(namespace).await?.map(|n| n.metadata))
+}
+
 async fn secret_exists(ctx: &Context, namespace: &str, connection: &DatabaseConnection) -> Result<bool> {
+    ctx.metrics.child_reads.get_or_create(&ReadLabels { kind: "tenant", verb: "get" }).inc();
     let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     Ok(api.get_metadata_opt(&connection.secret_name).await?.is_some())
 }
@@ -687,9 +661,12 @@ async fn cleanup(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Action>
     let name = tenant.name_any();
     let namespace = tenant.target_namespace();
     let served = ctx.capabilities.get().await?;
-    let live = apply::observe(&ctx.client, &served_kinds(served), &namespace, &labels::tenant_selector(&name)).await?;
+    // Listed, not read from the store: nothing may be left behind because
+    // its watch event had not arrived yet.
+    let applier = Applier::new(&ctx.client, &ctx.children, &ctx.metrics, "tenant");
+    let live = applier.list(&served.child_kinds(), &namespace, Owner::Tenant(&name)).await?;
     let policy = tenant.spec.database.deletion_policy;
-    let disposals = apply::release(&ctx.client, &live, &tenant.uid().unwrap_or_default(), policy).await?;
+    let disposals = applier.release(&live, &tenant.uid().unwrap_or_default(), policy).await?;
     let kept: Vec<String> = disposals
         .iter()
         .filter_map(|d| match d {
@@ -804,6 +781,16 @@ mod tests {
         let conditions = concluded(&tenant(CHESHIRE), &ready_world(), &facts());
         assert!(conditions.iter().all(Concluded::is_true), "{conditions:#?}");
         assert_eq!(find(&conditions, C::Ready).observed.reason, R::Ready.as_str());
+    }
+
+    #[test]
+    fn what_the_child_store_keeps_of_a_ready_world_is_still_ready() {
+        let mut kept = Live::default();
+        for (key, object) in ready_world().iter() {
+            kept.insert(key.clone(), crate::controller::children::slim(key.kind, object.clone()));
+        }
+        let conditions = concluded(&tenant(CHESHIRE), &kept, &facts());
+        assert!(conditions.iter().all(Concluded::is_true), "{conditions:#?}");
     }
 
     #[test]

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, watcher};
@@ -24,6 +23,7 @@ use kube::{Resource, ResourceExt};
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::caches::Cache;
+use super::children::Children;
 use super::metrics::{KindLabel, Metrics};
 
 /// How long a request for an object missing from the cache is remembered.
@@ -143,18 +143,11 @@ where
     }
 
     /// Wakes the owner that each changed child names in its
-    /// ownerReferences. Children are watched as metadata only, and only
-    /// those matching `selector` (the operator's own labels).
-    pub fn owned<C>(self, api: Api<PartialObjectMeta<C>>, selector: &str) -> Self
-    where
-        C: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
-        C::DynamicType: Clone + Eq + Hash + Send + Sync,
-        PartialObjectMeta<C>: serde::de::DeserializeOwned,
-    {
-        let requests = watch(api, watcher::Config::default().labels(selector))
-            .touched_objects()
-            .filter_map(|child| std::future::ready(child.ok().and_then(|c| owner_of::<K>(&c))));
-        self.on(requests)
+    /// ownerReferences (or, for data, its owner annotation), for every
+    /// change of a managed child the shared child store passes on: those
+    /// that can change the owner's outcome (see `children::relevance`).
+    pub fn owned(self, children: &Children) -> Self {
+        self.on(children.subscribe().filter_map(|child| std::future::ready(owner_of::<K>(&*child))))
     }
 
     /// Wakes what `map` names for each change of a related object.
