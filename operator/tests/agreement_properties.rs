@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use ics_operator::api::agreement::*;
 use ics_operator::api::tenant::CareRecordTenant;
-use ics_operator::render::agreement::{Counterpart, Decision, Inputs, Side, children, decide};
+use ics_operator::render::agreement::{AgreementReason, Counterpart, Decision, Inputs, Side, children, decide};
 use ics_operator::settings::PlatformSettings;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -294,7 +294,7 @@ fn a_consumer_cannot_widen_the_resource_types() {
     let (mut p, c) = pair();
     p.spec.resources = vec!["Patient".into()];
     let d = decide_at(&c, &p, 10);
-    assert_eq!((d.phase, d.reason), (AgreementPhase::Invalid, "ResourcesNotOffered"));
+    assert_eq!((d.phase, d.reason), (AgreementPhase::Invalid, AgreementReason::ResourcesNotOffered));
     assert!(d.message.contains("MedicationStatement"), "{}", d.message);
 }
 
@@ -311,7 +311,7 @@ fn before_the_later_start_it_is_pending_until_then() {
     let (p, mut c) = pair();
     c.spec.valid_from = at(30);
     let d = decide_at(&p, &c, 10);
-    assert_eq!((d.phase, d.reason), (AgreementPhase::Pending, "NotYetValid"));
+    assert_eq!((d.phase, d.reason), (AgreementPhase::Pending, AgreementReason::NotYetValid));
     assert_eq!(d.recheck_at, Some(at(30).0));
 }
 
@@ -320,7 +320,7 @@ fn sides_naming_other_tenants_are_invalid_and_say_so() {
     let (p, mut c) = pair();
     c.spec.counterpart_tenant = "lancashire".into();
     let d = decide_at(&p, &c, 10);
-    assert_eq!((d.phase, d.reason), (AgreementPhase::Invalid, "CounterpartMismatch"));
+    assert_eq!((d.phase, d.reason), (AgreementPhase::Invalid, AgreementReason::CounterpartMismatch));
     assert!(d.message.contains("lancashire"), "{}", d.message);
 }
 
@@ -335,7 +335,7 @@ fn a_tenant_that_is_not_ready_holds_the_agreement_pending() {
         previous: None,
         now: at(10).0,
     });
-    assert_eq!((d.phase, d.reason), (AgreementPhase::Pending, "TenantNotReady"));
+    assert_eq!((d.phase, d.reason), (AgreementPhase::Pending, AgreementReason::TenantNotReady));
     assert!(d.message.contains(CONSUMER_TENANT));
 }
 
@@ -343,5 +343,22 @@ fn a_tenant_that_is_not_ready_holds_the_agreement_pending() {
 fn a_tenant_cannot_share_with_itself() {
     let (mut p, c) = pair();
     p.spec.counterpart_tenant = PROVIDER_TENANT.into();
-    assert_eq!(decide_at(&p, &c, 10).reason, "SelfSharing");
+    assert_eq!(decide_at(&p, &c, 10).reason, AgreementReason::SelfSharing);
+}
+
+#[test]
+fn waiting_and_expiry_at_the_agreed_date_do_not_warn_but_disagreement_and_revocation_do() {
+    for quiet in [
+        AgreementReason::CounterpartMissing,
+        AgreementReason::CounterpartTenantMissing,
+        AgreementReason::TenantNotReady,
+        AgreementReason::NotYetValid,
+        AgreementReason::Expired,
+        AgreementReason::Active,
+    ] {
+        assert!(!quiet.warns(), "{quiet}");
+    }
+    for loud in [AgreementReason::ResourcesNotOffered, AgreementReason::Revoked, AgreementReason::SelfSharing] {
+        assert!(loud.warns(), "{loud}");
+    }
 }

@@ -230,6 +230,9 @@ impl Drop for OperatorProcess {
 }
 
 /// Sum of a metric family's samples matching `filter`.
+/// Reads of children that reached the API server (the operator's metric).
+const CHILD_READS: &str = "ics_operator_child_reads_total";
+
 fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(filter))
@@ -493,7 +496,9 @@ async fn main() -> Result<()> {
     // 3. Steady state: no writes by the operator while nothing changes, even
     // when every tenant is nudged (an annotation, which changes no spec).
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before_buckets = buckets(&operator.metrics());
+    let before_text = operator.metrics();
+    let before_buckets = buckets(&before_text);
+    let before_reads = metric_sum(&before_text, CHILD_READS, "");
     let since = jiff::Timestamp::now();
     for name in names.iter().chain(&helm_names).chain([&one]) {
         let poke = json!({"metadata": {"annotations": {"bench.carerecord.dev/poke": since.to_string()}}});
@@ -502,7 +507,9 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(args.window)).await;
     let until = jiff::Timestamp::now();
     let steady_writes = operator_writes(since, until);
-    let after_buckets = buckets(&operator.metrics());
+    let after_text = operator.metrics();
+    let after_buckets = buckets(&after_text);
+    let steady_reads = metric_sum(&after_text, CHILD_READS, "") - before_reads;
     let p50 = quantile_ms(&before_buckets, &after_buckets, 0.5);
     let p99 = quantile_ms(&before_buckets, &after_buckets, 0.99);
     let (rss, cpu) = operator.cost();
@@ -522,6 +529,7 @@ async fn main() -> Result<()> {
     .unwrap_or(start.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let restart_writes = operator_writes(since, jiff::Timestamp::now());
+    let restart_reads = metric_sum(&operator2.metrics(), CHILD_READS, "");
     let (rss2, _) = operator2.cost();
     operator2.stop();
 
@@ -530,7 +538,8 @@ async fn main() -> Result<()> {
         "scale": {"tenants": args.tenants, "connectors": args.connectors, "operator_s": scale_operator, "floor_s": scale_floor, "ratio": scale_operator / scale_floor, "helm_s": scale_helm, "helm_ratio": scale_helm / scale_floor},
         "steady_state_writes": steady_writes,
         "steady_state_window_s": args.window,
-        "restart": {"writes": restart_writes, "resync_s": resync},
+        "steady_state_child_reads": steady_reads,
+        "restart": {"writes": restart_writes, "child_reads": restart_reads, "resync_s": resync},
         "rss_mib": rss.max(rss2),
         "cpu_s": cpu,
         "noop_reconcile_p50_ms": p50,
@@ -548,7 +557,9 @@ async fn main() -> Result<()> {
     println!("{:<42} {:>12.2}", "scale: helm install each -> all Ready (s)", scale_helm);
     println!("{:<42} {:>12.2}", "scale: helm ratio (vs floor)", scale_helm / scale_floor);
     println!("{:<42} {:>12}", "steady state: operator writes", format!("{steady_writes:?}"));
+    println!("{:<42} {:>12}", "steady state: child reads from the API", steady_reads);
     println!("{:<42} {:>12}", "restart: operator writes", format!("{restart_writes:?}"));
+    println!("{:<42} {:>12}", "restart: child reads from the API", restart_reads);
     println!("{:<42} {:>12.2}", "restart: time to resync (s)", resync);
     println!("{:<42} {:>12.1}", "operator peak RSS (MiB)", rss.max(rss2));
     println!("{:<42} {:>12.2}", "operator CPU until steady (s)", cpu);

@@ -138,10 +138,10 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
         Observed::new(
             "Matched",
             ConditionStatus::from_bool(decision.matched),
-            if decision.matched { "Matched" } else { decision.reason },
+            if decision.matched { "Matched" } else { decision.reason.as_str() },
             if decision.matched { "both sides agree".to_string() } else { decision.message.clone() },
         ),
-        Observed::new("Active", ConditionStatus::from_bool(active), decision.reason, decision.message.clone()),
+        Observed::new("Active", ConditionStatus::from_bool(active), decision.reason.as_str(), decision.message.clone()),
     ];
     let time = Time(now);
     let provider_tenant =
@@ -167,7 +167,7 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
     let api = Api::<SharingAgreement>::namespaced(ctx.client.clone(), &namespace);
     let written = status::write_if_changed(&api, &*agreement, agreement.status.as_ref(), &new, same_status).await?;
     if written && previous.phase != new.phase {
-        let warning = matches!(decision.phase, AgreementPhase::Invalid | AgreementPhase::Revoked);
+        let warning = decision.reason.warns();
         ctx.events
             .publish(
                 &agreement.object_ref(&()),
@@ -177,7 +177,7 @@ pub async fn reconcile(agreement: Arc<SharingAgreement>, ctx: Arc<Context>) -> R
                 format!("{}: {}", decision.reason, decision.message),
             )
             .await;
-        info!(phase = decision.phase.as_str(), reason = decision.reason, "agreement phase changed");
+        info!(phase = decision.phase.as_str(), reason = decision.reason.as_str(), "agreement phase changed");
     }
     ctx.reset_backoff(&key);
     // While records flow, look again at least every minute: a side deleted

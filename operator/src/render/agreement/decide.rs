@@ -12,6 +12,97 @@ use jiff::Timestamp;
 
 use crate::api::agreement::{AgreementPhase, Role, SensitiveCategory, SharingAgreementSpec};
 
+/// Which rule decided an agreement's phase: the reason of its conditions
+/// and Events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AgreementReason {
+    /// This side breaks the CRD's rules.
+    InvalidSpec,
+    /// This side's namespace is not a tenant's.
+    NotInTenantNamespace,
+    /// This side names its own tenant as counterpart.
+    SelfSharing,
+    /// This side's, or the agreement's, expiry has passed.
+    Expired,
+    /// The counterpart tenant does not exist.
+    CounterpartTenantMissing,
+    /// The other side or its tenant went while records flowed.
+    Revoked,
+    /// The counterpart tenant has no side with this agreement id yet.
+    CounterpartMissing,
+    /// The counterpart tenant has several sides with this id.
+    AmbiguousCounterpart,
+    /// Both sides declare the same role.
+    RoleMismatch,
+    /// The other side names another tenant.
+    CounterpartMismatch,
+    /// The sides declare different purposes.
+    PurposeMismatch,
+    /// The sides declare different legal bases.
+    LegalBasisMismatch,
+    /// The sides declare different access.
+    AccessMismatch,
+    /// The consumer asks for types the provider does not offer.
+    ResourcesNotOffered,
+    /// The agreement's start is still to come.
+    NotYetValid,
+    /// A tenant is not Ready.
+    TenantNotReady,
+    /// Records flow.
+    Active,
+}
+
+impl AgreementReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidSpec => "InvalidSpec",
+            Self::NotInTenantNamespace => "NotInTenantNamespace",
+            Self::SelfSharing => "SelfSharing",
+            Self::Expired => "Expired",
+            Self::CounterpartTenantMissing => "CounterpartTenantMissing",
+            Self::Revoked => "Revoked",
+            Self::CounterpartMissing => "CounterpartMissing",
+            Self::AmbiguousCounterpart => "AmbiguousCounterpart",
+            Self::RoleMismatch => "RoleMismatch",
+            Self::CounterpartMismatch => "CounterpartMismatch",
+            Self::PurposeMismatch => "PurposeMismatch",
+            Self::LegalBasisMismatch => "LegalBasisMismatch",
+            Self::AccessMismatch => "AccessMismatch",
+            Self::ResourcesNotOffered => "ResourcesNotOffered",
+            Self::NotYetValid => "NotYetValid",
+            Self::TenantNotReady => "TenantNotReady",
+            Self::Active => "Active",
+        }
+    }
+
+    /// Whether reaching it deserves a Warning Event: a person must act (the
+    /// two sides disagree, a side is misplaced) or sharing was revoked.
+    /// Waiting (a missing side, a tenant not Ready, a start to come) and
+    /// expiry at the agreed date are Normal.
+    pub fn warns(self) -> bool {
+        matches!(
+            self,
+            Self::InvalidSpec
+                | Self::NotInTenantNamespace
+                | Self::SelfSharing
+                | Self::Revoked
+                | Self::AmbiguousCounterpart
+                | Self::RoleMismatch
+                | Self::CounterpartMismatch
+                | Self::PurposeMismatch
+                | Self::LegalBasisMismatch
+                | Self::AccessMismatch
+                | Self::ResourcesNotOffered
+        )
+    }
+}
+
+impl std::fmt::Display for AgreementReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One side of an agreement and the tenant whose namespace holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Side {
@@ -48,7 +139,7 @@ pub struct Inputs<'a> {
 pub struct Decision {
     pub phase: AgreementPhase,
     /// Condition reason: which rule decided.
-    pub reason: &'static str,
+    pub reason: AgreementReason,
     pub message: String,
     /// Both sides exist and agree (the Matched condition).
     pub matched: bool,
@@ -65,10 +156,10 @@ pub struct Decision {
 impl Decision {
     /// A side whose own spec breaks the CRD's rules.
     pub fn invalid_spec(message: String) -> Self {
-        Self::new(AgreementPhase::Invalid, "InvalidSpec", message)
+        Self::new(AgreementPhase::Invalid, AgreementReason::InvalidSpec, message)
     }
 
-    fn new(phase: AgreementPhase, reason: &'static str, message: String) -> Self {
+    fn new(phase: AgreementPhase, reason: AgreementReason, message: String) -> Self {
         Self {
             phase,
             reason,
@@ -95,28 +186,32 @@ pub fn decide(i: &Inputs) -> Decision {
     let Some(my_tenant) = i.me.tenant.as_deref() else {
         return Decision::new(
             Invalid,
-            "NotInTenantNamespace",
+            AgreementReason::NotInTenantNamespace,
             "this namespace does not belong to a CareRecordTenant; declare each side in its own tenant's namespace"
                 .into(),
         );
     };
     if me.counterpart_tenant == my_tenant {
-        return Decision::new(Invalid, "SelfSharing", format!("tenant {my_tenant} cannot share with itself"));
+        return Decision::new(
+            Invalid,
+            AgreementReason::SelfSharing,
+            format!("tenant {my_tenant} cannot share with itself"),
+        );
     }
     let own_expiry = me.expires.0;
     if i.now >= own_expiry {
-        return Decision::new(Expired, "Expired", format!("this side expired at {own_expiry}"));
+        return Decision::new(Expired, AgreementReason::Expired, format!("this side expired at {own_expiry}"));
     }
     let other = match i.counterpart {
         Counterpart::NoTenant => {
             let mut d = Decision::new(
                 Pending,
-                "CounterpartTenantMissing",
+                AgreementReason::CounterpartTenantMissing,
                 format!("tenant {} does not exist", me.counterpart_tenant),
             );
             if matches!(i.previous, Some(Active | Revoked)) {
                 d.phase = Revoked;
-                d.reason = "Revoked";
+                d.reason = AgreementReason::Revoked;
                 d.message = format!("tenant {} no longer exists; sharing revoked", me.counterpart_tenant);
             }
             d.recheck_at = Some(own_expiry);
@@ -125,7 +220,7 @@ pub fn decide(i: &Inputs) -> Decision {
         Counterpart::Missing => {
             let mut d = Decision::new(
                 Pending,
-                "CounterpartMissing",
+                AgreementReason::CounterpartMissing,
                 format!(
                     "waiting for the {} side of agreement {} in tenant {}",
                     role_of_other(me.role),
@@ -135,7 +230,7 @@ pub fn decide(i: &Inputs) -> Decision {
             );
             if matches!(i.previous, Some(Active | Revoked)) {
                 d.phase = Revoked;
-                d.reason = "Revoked";
+                d.reason = AgreementReason::Revoked;
                 d.message = format!(
                     "the {} side of agreement {} in tenant {} was withdrawn; sharing revoked",
                     role_of_other(me.role),
@@ -149,7 +244,7 @@ pub fn decide(i: &Inputs) -> Decision {
         Counterpart::Ambiguous(n) => {
             return Decision::new(
                 Invalid,
-                "AmbiguousCounterpart",
+                AgreementReason::AmbiguousCounterpart,
                 format!(
                     "tenant {} has {n} agreements with id {}; exactly one is required",
                     me.counterpart_tenant, me.agreement_id
@@ -162,31 +257,31 @@ pub fn decide(i: &Inputs) -> Decision {
     let mismatch = |reason, message: String| Decision::new(Invalid, reason, message);
     if them.role == me.role {
         return mismatch(
-            "RoleMismatch",
+            AgreementReason::RoleMismatch,
             format!("both sides declare role {}; one must be Provider and one Consumer", me.role.as_str()),
         );
     }
     if them.counterpart_tenant != my_tenant {
         return mismatch(
-            "CounterpartMismatch",
+            AgreementReason::CounterpartMismatch,
             format!("the other side names tenant {} as its counterpart, not {my_tenant}", them.counterpart_tenant),
         );
     }
     if them.purpose != me.purpose {
-        return mismatch("PurposeMismatch", "the two sides declare different purposes".into());
+        return mismatch(AgreementReason::PurposeMismatch, "the two sides declare different purposes".into());
     }
     if them.legal_basis != me.legal_basis {
-        return mismatch("LegalBasisMismatch", "the two sides declare different legal bases".into());
+        return mismatch(AgreementReason::LegalBasisMismatch, "the two sides declare different legal bases".into());
     }
     if them.access != me.access {
-        return mismatch("AccessMismatch", "the two sides declare different access".into());
+        return mismatch(AgreementReason::AccessMismatch, "the two sides declare different access".into());
     }
     let (provider, consumer) = if me.role == Role::Provider { (me, them) } else { (them, me) };
     let offered: BTreeSet<&String> = provider.resources.iter().collect();
     let widened: Vec<&str> = consumer.resources.iter().filter(|r| !offered.contains(r)).map(String::as_str).collect();
     if !widened.is_empty() {
         return mismatch(
-            "ResourcesNotOffered",
+            AgreementReason::ResourcesNotOffered,
             format!("the consumer asks for {}, which the provider does not offer", widened.join(", ")),
         );
     }
@@ -194,18 +289,19 @@ pub fn decide(i: &Inputs) -> Decision {
     let end = own_expiry.min(them.expires.0);
     let excluded: BTreeSet<SensitiveCategory> =
         me.excluded_categories.iter().chain(&them.excluded_categories).copied().collect();
-    let mut d = Decision::new(Pending, "", String::new());
+    // Every path below sets the reason it decides by.
+    let mut d = Decision::new(Pending, AgreementReason::NotYetValid, String::new());
     d.matched = true;
     d.excluded = excluded.into_iter().collect();
     d.effective_until = Some(end);
     if i.now >= end {
         d.phase = Expired;
-        d.reason = "Expired";
+        d.reason = AgreementReason::Expired;
         d.message = format!("the agreement expired at {end}");
         return d;
     }
     if i.now < start {
-        d.reason = "NotYetValid";
+        d.reason = AgreementReason::NotYetValid;
         d.message = format!("the agreement starts at {start}");
         d.recheck_at = Some(start);
         return d;
@@ -218,7 +314,7 @@ pub fn decide(i: &Inputs) -> Decision {
                 .filter(|(ready, _)| !ready)
                 .map(|(_, t)| t)
                 .collect();
-        d.reason = "TenantNotReady";
+        d.reason = AgreementReason::TenantNotReady;
         d.message = format!("tenant {} is not Ready", not_ready.join(" and "));
         return d;
     }
@@ -226,7 +322,7 @@ pub fn decide(i: &Inputs) -> Decision {
     shared.sort();
     shared.dedup();
     d.phase = Active;
-    d.reason = "Active";
+    d.reason = AgreementReason::Active;
     d.message = format!("sharing {} until {end}", shared.join(", "));
     d.shared_resources = shared;
     d

@@ -5,5 +5,5 @@ mod decide;
 mod exposure;
 pub mod offline;
 
-pub use decide::{Counterpart, Decision, Inputs, Side, decide};
+pub use decide::{AgreementReason, Counterpart, Decision, Inputs, Side, decide};
 pub use exposure::{AgreementChildren, children, federation_path};
