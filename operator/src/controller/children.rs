@@ -187,6 +187,9 @@ impl Memo {
 
 type Bucket = HashMap<Key, Arc<DynamicObject>>;
 
+/// Objects per page when a kind is listed whole (see `run`).
+const WHOLE_PAGE: u32 = 50;
+
 /// Which kinds are watched and which have been listed.
 #[derive(Clone, Debug, Default)]
 struct Progress {
@@ -374,6 +377,13 @@ impl Children {
                         .map(move |e| e.map(|e| as_dynamic_event(kind, e)));
                     this.follow(kind, events).await
                 } else {
+                    // Whole objects are slimmed as each page arrives, so the
+                    // page bounds the peak: a page of 500 parsed Deployments
+                    // is tens of MiB. A list at resourceVersion 0 is served
+                    // from the API server's watch cache in one piece,
+                    // whatever the limit (kubernetes/kubernetes#70735), so
+                    // these lists are paged from etcd instead.
+                    let config = config.list_semantic(watcher::ListSemantic::MostRecent).page_size(WHOLE_PAGE);
                     let api = Api::<DynamicObject>::all_with(client, &ar);
                     this.follow(kind, watcher::watcher(api, config).default_backoff()).await
                 }
