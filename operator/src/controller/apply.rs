@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::children::{self, Children, Owner};
 use super::diff::{applied_fields, is_subset};
-use super::metrics::{Metrics, ReadLabels, WriteLabels};
+use super::metrics::{Metrics, WriteLabels};
 use crate::MANAGER;
 use crate::api::tenant::DeletionPolicy;
 use crate::render::child::{Child, ChildKind, WritePolicy};
@@ -187,7 +187,7 @@ impl<'a> Applier<'a> {
     }
 
     fn read(&self, verb: &'static str) {
-        self.metrics.child_reads.get_or_create(&ReadLabels { kind: self.controller, verb }).inc();
+        self.metrics.child_read(self.controller, verb);
     }
 
     /// The children of `owner` of `kinds`: from the store for every kind it
@@ -285,12 +285,12 @@ impl<'a> Applier<'a> {
                 // Data written by an older operator still carries an
                 // ownerReference; applying again drops it (see labels::OWNER_UID).
                 let stale_owner = child.retain() && current.is_some_and(|l| !l.owner_references().is_empty());
-                let desired_value = serde_json::to_value(&child.object).unwrap_or_default();
-                let desired_hash = children::desired_hash(&desired_value);
+                let wanted = applied_fields(&serde_json::to_value(&child.object).unwrap_or_default());
+                let desired_hash = children::desired_hash(&wanted);
                 if let Some(current) = current
                     && !retained
                     && !stale_owner
-                    && self.in_place(key, child, &desired_value, desired_hash, current, live).await?
+                    && self.in_place(key, child, &wanted, desired_hash, current, live).await?
                 {
                     return Ok((Outcome::Unchanged, None));
                 }
@@ -310,7 +310,8 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Whether the live child already holds everything `desired` sets:
+    /// Whether the live child already holds everything `wanted` (what the
+    /// apply would set) holds:
     /// without a request while the memo says so for this version of the
     /// child, else against the whole object (fetched unless this reconcile
     /// already has it).
@@ -318,7 +319,7 @@ impl<'a> Applier<'a> {
         &self,
         key: &Key,
         child: &Child,
-        desired: &Value,
+        wanted: &Value,
         desired_hash: u64,
         current: &DynamicObject,
         live: &Live,
@@ -337,7 +338,7 @@ impl<'a> Applier<'a> {
                 }
             }
         };
-        let holds = is_subset(&applied_fields(desired), &serde_json::to_value(&whole).unwrap_or_default());
+        let holds = is_subset(wanted, &serde_json::to_value(&whole).unwrap_or_default());
         if holds {
             self.children.memo.confirm(key.clone(), desired_hash, &whole);
             self.children.wrote(child.kind, &whole);

@@ -30,6 +30,34 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{CareRecordTenant, ProviderConnector, SharingAgreement};
 use crate::render::labels;
 
+/// Who hears of each change a store has taken in: one unbounded queue per
+/// subscriber (a controller's trigger stream), shared by `Cache` and the
+/// child store.
+pub struct Subscribers<T> {
+    senders: Mutex<Vec<mpsc::UnboundedSender<Arc<T>>>>,
+}
+
+impl<T> Default for Subscribers<T> {
+    fn default() -> Self {
+        Self { senders: Mutex::default() }
+    }
+}
+
+impl<T: Send + Sync + 'static> Subscribers<T> {
+    /// A stream of every object sent from now on.
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<T>> + Send + 'static {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.senders.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    pub fn send(&self, object: Arc<T>) {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        // A subscriber that has gone (its controller stopped) is dropped.
+        senders.retain(|s| s.send(object.clone()).is_ok());
+    }
+}
+
 /// A cache of every `K` a watch selects, with subscribers.
 pub struct Cache<K>
 where
@@ -38,7 +66,7 @@ where
 {
     store: Store<K>,
     writer: Mutex<Option<reflector::store::Writer<K>>>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
+    subscribers: Subscribers<K>,
     listed: watch::Sender<bool>,
 }
 
@@ -48,7 +76,12 @@ where
 {
     pub fn new() -> Self {
         let (store, writer) = reflector::store();
-        Self { store, writer: Mutex::new(Some(writer)), subscribers: Mutex::default(), listed: watch::channel(false).0 }
+        Self {
+            store,
+            writer: Mutex::new(Some(writer)),
+            subscribers: Subscribers::default(),
+            listed: watch::channel(false).0,
+        }
     }
 
     /// The objects as the watch last saw them.
@@ -60,9 +93,7 @@ where
     /// store holds the change; after a (re)list, every object listed.
     /// Subscribe before `run`: earlier changes are not replayed.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        self.subscribers.subscribe()
     }
 
     /// Resolves once the first list is in the store (false if the watch
@@ -100,9 +131,7 @@ where
     }
 
     fn fan_out(&self, object: Arc<K>) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        // A subscriber that has gone (its controller stopped) is dropped.
-        subscribers.retain(|s| s.send(object.clone()).is_ok());
+        self.subscribers.send(object);
     }
 }
 

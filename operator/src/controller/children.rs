@@ -34,9 +34,10 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::apply::Key;
+use super::caches::Subscribers;
 use crate::render::child::ChildKind;
 use crate::render::labels;
 
@@ -146,9 +147,9 @@ pub fn relevance(object: &DynamicObject) -> u64 {
     hash_of((fingerprint(object), deleting, object.data.to_string()))
 }
 
-/// The hash of what applying `desired` would set (see `diff::applied_fields`).
-pub fn desired_hash(desired: &Value) -> u64 {
-    hash_of(super::diff::applied_fields(desired).to_string())
+/// The hash of what an apply sets (`diff::applied_fields` of the desired child).
+pub fn desired_hash(applied: &Value) -> u64 {
+    hash_of(applied.to_string())
 }
 
 /// For each child: the desired hash last found or made in place, and the
@@ -172,12 +173,9 @@ impl Memo {
         self.lock().remove(key);
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (u64, u64)>> {
@@ -202,7 +200,7 @@ struct Progress {
 #[derive(Default)]
 pub struct Children {
     by_namespace: RwLock<HashMap<String, Bucket>>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<DynamicObject>>>>,
+    subscribers: Subscribers<DynamicObject>,
     progress: watch::Sender<Progress>,
     pub memo: Memo,
 }
@@ -229,9 +227,7 @@ impl Children {
     /// Every child created, changed in a way `relevance` sees, or deleted
     /// (its last state), once the store holds it. Subscribe before `run`.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        self.subscribers.subscribe()
     }
 
     /// Whether `kind` is watched (kinds whose CRD was installed after the
@@ -282,13 +278,9 @@ impl Children {
         }
     }
 
-    /// How many children the store holds.
-    pub fn len(&self) -> usize {
-        self.by_namespace.read().unwrap_or_else(|p| p.into_inner()).values().map(HashMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.by_namespace.read().unwrap_or_else(|p| p.into_inner()).values().all(HashMap::is_empty)
     }
 
     /// Inserts or replaces a child; fans it out if `notify` and it changed
@@ -321,16 +313,16 @@ impl Children {
     }
 
     /// Replaces every child of `kind` with a fresh list, fanning out what
-    /// the list changed, added or lost.
+    /// the list changed, added or lost; the memo forgets what it lost.
     fn replace(&self, kind: ChildKind, listed: Bucket) {
-        let mut notify = Vec::new();
+        let (mut gone, mut changed) = (Vec::new(), Vec::new());
         {
             let mut store = self.by_namespace.write().unwrap_or_else(|p| p.into_inner());
             for bucket in store.values_mut() {
                 bucket.retain(|key, object| {
                     let keep = key.kind != kind || listed.contains_key(key);
                     if !keep {
-                        notify.push(object.clone());
+                        gone.push((key.clone(), object.clone()));
                     }
                     keep
                 });
@@ -338,28 +330,22 @@ impl Children {
             for (key, object) in listed {
                 let bucket = store.entry(bucket_of(&key).to_string()).or_default();
                 if bucket.get(&key).is_none_or(|stored| relevance(stored) != relevance(&object)) {
-                    notify.push(object.clone());
+                    changed.push(object.clone());
                 }
                 bucket.insert(key, object);
             }
         }
-        for object in notify {
-            if !self.holds(kind, &object) {
-                self.memo.forget(&key_of(kind, &object));
-            }
+        for (key, object) in gone {
+            self.memo.forget(&key);
+            self.fan_out(object);
+        }
+        for object in changed {
             self.fan_out(object);
         }
     }
 
-    fn holds(&self, kind: ChildKind, object: &DynamicObject) -> bool {
-        let key = key_of(kind, object);
-        let store = self.by_namespace.read().unwrap_or_else(|p| p.into_inner());
-        store.get(bucket_of(&key)).is_some_and(|b| b.contains_key(&key))
-    }
-
     fn fan_out(&self, object: Arc<DynamicObject>) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subscribers.retain(|s| s.send(object.clone()).is_ok());
+        self.subscribers.send(object);
     }
 
     /// Watches every kind in `kinds` until the streams end. Call once.

@@ -102,6 +102,11 @@ impl Metrics {
         m
     }
 
+    /// Counts a read of `controller`'s children that reached the API server.
+    pub fn child_read(&self, controller: &'static str, verb: &'static str) {
+        self.child_reads.get_or_create(&ReadLabels { kind: controller, verb }).inc();
+    }
+
     /// Counts a reconcile and times it until the returned guard drops.
     pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
         self.reconciles.get_or_create(&KindLabel { kind }).inc();

@@ -242,8 +242,8 @@ async fn run_controllers(
     // saw no agreements yet would render an empty sharing policy, a
     // connector whose namespace was not yet listed would be judged outside
     // any tenant and lose its children, and a tenant whose children were
-    // not yet listed would try to create them all again. Changes meanwhile wait in the
-    // subscribers' queues.
+    // not yet listed would try to create them all again. Changes meanwhile
+    // wait in the subscribers' queues.
     let listed = tokio::select! {
         listed = async {
             let (caches, children, pods) = tokio::join!(ctx.caches.synced(), ctx.children.synced(), ctx.sync.pods_synced());

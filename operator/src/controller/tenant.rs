@@ -18,7 +18,7 @@ use super::apply::{Applier, Disposal, Key, Live};
 use super::capabilities::Served;
 use super::children::Owner;
 use super::generated;
-use super::metrics::{PhaseLabel, ReadLabels};
+use super::metrics::PhaseLabel;
 use super::readiness;
 use super::status;
 use super::tenant_conditions::{Concluded, TenantCondition as C, TenantReason as R};
@@ -390,12 +390,12 @@ async fn namespace_as_it_is(
     if let Some(cached) = cached.filter(|n| n.labels().get(labels::TENANT).is_some_and(|t| t == tenant)) {
         return Ok(Some(cached.metadata.clone()));
     }
-    ctx.metrics.child_reads.get_or_create(&ReadLabels { kind: "tenant", verb: "get" }).inc();
+    ctx.metrics.child_read("tenant", "get");
     Ok(Api::<Namespace>::all(ctx.client.clone()).get_metadata_opt(namespace).await?.map(|n| n.metadata))
 }
 
 async fn secret_exists(ctx: &Context, namespace: &str, connection: &DatabaseConnection) -> Result<bool> {
-    ctx.metrics.child_reads.get_or_create(&ReadLabels { kind: "tenant", verb: "get" }).inc();
+    ctx.metrics.child_read("tenant", "get");
     let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     Ok(api.get_metadata_opt(&connection.secret_name).await?.is_some())
 }
