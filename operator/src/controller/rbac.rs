@@ -22,6 +22,13 @@ pub fn cluster_rules() -> Rules {
         add(&mut r, "carerecord.dev", &format!("{kind}/status"), &["patch"]);
     }
     add(&mut r, "carerecord.dev", "carerecordtenants", &["patch"]);
+    // Children block their owner's foreground deletion
+    // (`blockOwnerDeletion`), which the OwnerReferencesPermissionEnforcement
+    // admission plugin allows only to whoever may update the owner's
+    // finalizers.
+    for kind in ["carerecordtenants", "providerconnectors", "sharingagreements"] {
+        add(&mut r, "carerecord.dev", &format!("{kind}/finalizers"), &["update"]);
+    }
     // Children: observed by label, applied (server-side apply that creates
     // an object is authorised as create), pruned or orphaned.
     for kind in ChildKind::ALL {

@@ -1,10 +1,24 @@
 //! A rendered child object, type-erased so one apply/prune path serves every
 //! kind and every controller.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde::Serialize;
 
 use super::labels;
+
+/// The reference an owned child carries to the resource it belongs to, when
+/// that resource has a UID (always in the cluster; not for a file rendered
+/// offline). `controller`, so one owner reconciles it; `blockOwnerDeletion`,
+/// so a foreground deletion of the owner waits until garbage collection has
+/// removed the child, as Kubernetes' own controllers mark theirs. Without
+/// it the collector drops the owner's `foregroundDeletion` finalizer at
+/// once, and while the operator's finalizer still holds the owner (the
+/// operator stopped), every child it had not yet reached stays behind.
+pub fn controller_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    Some(OwnerReference { block_owner_deletion: Some(true), ..owner.controller_owner_ref(&())? })
+}
 
 /// Every kind of object the operator creates. The controller lists these to
 /// prune, and the Helm chart's ClusterRole must grant exactly what they need

@@ -19,7 +19,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use std::net::SocketAddr;
 
@@ -33,7 +33,7 @@ use crate::api::connector::{
 };
 use crate::api::tenant::CareRecordTenant;
 use crate::catalogue::{Profile, Protocol};
-use crate::render::child::{Child, ChildError, ChildKind};
+use crate::render::child::{Child, ChildError, ChildKind, controller_reference};
 use crate::render::labels;
 use crate::render::pod::{restricted_container, restricted_pod};
 use crate::render::tenant::{RECORD_STORE, RECORD_STORE_PORT};
@@ -114,7 +114,7 @@ impl<'a> Ctx<'a> {
             name: Some(name.into()),
             namespace: Some(self.namespace.clone()),
             labels: Some(l),
-            owner_references: self.connector.controller_owner_ref(&()).map(|o| vec![o]),
+            owner_references: controller_reference(self.connector).map(|o| vec![o]),
             ..ObjectMeta::default()
         }
     }

@@ -9,12 +9,12 @@ use gateway_api::httproutes::{
     HttpRouteRulesMatchesPathType, HttpRouteSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use super::Decision;
 use crate::api::agreement::{AgreementPhase, Role, SharingAgreement};
 use crate::api::tenant::CareRecordTenant;
-use crate::render::child::{Child, ChildError, ChildKind};
+use crate::render::child::{Child, ChildError, ChildKind, controller_reference};
 use crate::render::labels;
 use crate::render::tenant::record_gateway::{RECORD_GATEWAY, RECORD_GATEWAY_PORT};
 use crate::settings::PlatformSettings;
@@ -62,7 +62,7 @@ pub fn children(
             name: Some(object),
             namespace: Some(namespace.clone()),
             labels: Some(l),
-            owner_references: agreement.controller_owner_ref(&()).map(|o| vec![o]),
+            owner_references: controller_reference(agreement).map(|o| vec![o]),
             ..ObjectMeta::default()
         }
     };

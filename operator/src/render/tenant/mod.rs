@@ -15,10 +15,10 @@ use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, S
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use crate::api::tenant::{CareRecordTenant, DatabaseMode};
-use crate::render::child::{Child, ChildError, ChildKind};
+use crate::render::child::{Child, ChildError, ChildKind, controller_reference};
 use crate::render::labels;
 use crate::settings::PlatformSettings;
 
@@ -215,10 +215,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Owner reference to the tenant, when it has a UID (always in the cluster;
-/// not for a file rendered offline).
+/// Owner reference to the tenant (see [`controller_reference`]).
 pub fn owner_reference(tenant: &CareRecordTenant) -> Option<OwnerReference> {
-    tenant.controller_owner_ref(&())
+    controller_reference(tenant)
 }
 
 /// Renders every child of a tenant.
@@ -454,6 +453,18 @@ mod tests {
             if c.kind.namespaced() {
                 assert_eq!(c.namespace(), Some("scr-cheshire-merseyside"), "{:?}", c.kind);
             }
+        }
+    }
+
+    #[test]
+    fn owned_children_hold_a_foreground_deletion_of_their_tenant_until_collected() {
+        let t = fixtures::tenant(fixtures::CHESHIRE);
+        let children = render(&t, &PlatformSettings::default(), &fixtures::facts(DatabaseMode::StatefulSet))
+            .into_children()
+            .unwrap();
+        for c in children.iter().filter(|c| !c.retain()) {
+            let owner = &c.object.metadata.owner_references.as_ref().expect("owned")[0];
+            assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)), "{:?}", c.kind);
         }
     }
 
