@@ -35,7 +35,7 @@ pub fn triggers(ctx: &Arc<Context>) -> Triggers<SharingAgreement> {
     let triggers = Triggers::new("agreement", &ctx.caches.agreements, &ctx.metrics).owned(&ctx.children);
     let sides = triggers.store();
     let by_tenant = triggers.store();
-    let by_namespace = triggers.store();
+    let by_namespace = ctx.caches.clone();
     triggers
         // Either side changing wakes the other: same agreement id, other namespace.
         .related_cached(&ctx.caches.agreements, move |changed| {
@@ -60,11 +60,9 @@ pub fn triggers(ctx: &Arc<Context>) -> Triggers<SharingAgreement> {
         })
         // Which tenant a namespace belongs to decides this side's tenant.
         .related_cached(&ctx.caches.namespaces, move |namespace| {
-            let ns = namespace.name_any();
             by_namespace
-                .state()
+                .agreements_in(&namespace.name_any())
                 .iter()
-                .filter(|a| a.namespace().as_deref() == Some(ns.as_str()))
                 .map(|a| ObjectRef::from_obj(&**a))
                 .collect::<Vec<_>>()
         })

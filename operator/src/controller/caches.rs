@@ -14,9 +14,10 @@
 //! fan-out here is our own: every applied or deleted object, after the
 //! store has it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
@@ -27,6 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
+use super::lists;
 use crate::api::{CareRecordTenant, ProviderConnector, SharingAgreement};
 use crate::render::labels;
 
@@ -68,6 +70,10 @@ where
     writer: Mutex<Option<reflector::store::Writer<K>>>,
     subscribers: Subscribers<K>,
     listed: watch::Sender<bool>,
+    /// The store's objects by namespace and name, so a namespace's
+    /// connectors or agreements are found without a walk over every one
+    /// on the platform (reconciles and wake-ups ask this thousands of times).
+    by_namespace: RwLock<HashMap<String, BTreeMap<String, Arc<K>>>>,
 }
 
 impl<K> Cache<K>
@@ -81,7 +87,18 @@ where
             writer: Mutex::new(Some(writer)),
             subscribers: Subscribers::default(),
             listed: watch::channel(false).0,
+            by_namespace: RwLock::default(),
         }
+    }
+
+    /// The objects in `namespace`, by name.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        let index = self.by_namespace.read().unwrap_or_else(|p| p.into_inner());
+        index.get(namespace).map(|objects| objects.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn index(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, BTreeMap<String, Arc<K>>>> {
+        self.by_namespace.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The objects as the watch last saw them.
@@ -116,11 +133,38 @@ where
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {
-                Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => self.fan_out(Arc::new(object)),
+                // The index takes each change before any subscriber hears
+                // of it, as the store does; both share the store's copy.
+                Ok(watcher::Event::Apply(object)) => {
+                    let stored = self.store.get(&reflector::ObjectRef::from_obj(&object));
+                    let object = stored.unwrap_or_else(|| Arc::new(object));
+                    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+                    self.index().entry(namespace).or_default().insert(name, object.clone());
+                    self.fan_out(object);
+                }
+                Ok(watcher::Event::Delete(object)) => {
+                    let namespace = object.namespace().unwrap_or_default();
+                    let mut index = self.index();
+                    if let Some(objects) = index.get_mut(&namespace) {
+                        objects.remove(&object.name_any());
+                        if objects.is_empty() {
+                            index.remove(&namespace);
+                        }
+                    }
+                    drop(index);
+                    self.fan_out(Arc::new(object));
+                }
                 // Listed objects reach the store at InitDone, all at once.
                 Ok(watcher::Event::InitDone) => {
+                    let state = self.store.state();
+                    let mut fresh: HashMap<String, BTreeMap<String, Arc<K>>> = HashMap::new();
+                    for object in &state {
+                        let namespace = object.namespace().unwrap_or_default();
+                        fresh.entry(namespace).or_default().insert(object.name_any(), object.clone());
+                    }
+                    *self.index() = fresh;
                     self.listed.send_replace(true);
-                    for object in self.store.state() {
+                    for object in state {
                         self.fan_out(object);
                     }
                 }
@@ -158,12 +202,15 @@ impl Caches {
     /// Runs every watch until one stream ends (they end only on shutdown of
     /// the runtime).
     pub async fn run(self: Arc<Self>, client: Client) {
-        let semantic = watcher::Config::default().any_semantic();
+        // Listed a page at a time (see `lists`): a platform's connectors
+        // listed whole are one body of tens of MiB.
+        let whole = lists::paged(watcher::Config::default(), lists::WHOLE_PAGE);
+        let metadata = lists::paged(watcher::Config::default().labels(labels::TENANT), lists::METADATA_PAGE);
         tokio::join!(
-            self.tenants.run(Api::all(client.clone()), semantic.clone()),
-            self.connectors.run(Api::all(client.clone()), semantic.clone()),
-            self.agreements.run(Api::all(client.clone()), semantic.clone()),
-            self.namespaces.run(Api::all(client), semantic.labels(labels::TENANT)),
+            self.tenants.run(Api::all(client.clone()), whole.clone()),
+            self.connectors.run(Api::all(client.clone()), whole.clone()),
+            self.agreements.run(Api::all(client.clone()), whole),
+            self.namespaces.run(Api::all(client), metadata),
         );
     }
 
@@ -200,18 +247,11 @@ impl Caches {
 
     /// The connectors in `namespace`.
     pub fn connectors_in(&self, namespace: &str) -> Vec<Arc<ProviderConnector>> {
-        in_namespace(&self.connectors.store, namespace)
+        self.connectors.in_namespace(namespace)
     }
 
     /// The agreements in `namespace`.
     pub fn agreements_in(&self, namespace: &str) -> Vec<Arc<SharingAgreement>> {
-        in_namespace(&self.agreements.store, namespace)
+        self.agreements.in_namespace(namespace)
     }
-}
-
-fn in_namespace<K>(store: &Store<K>, namespace: &str) -> Vec<Arc<K>>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store.state().into_iter().filter(|o| o.meta().namespace.as_deref() == Some(namespace)).collect()
 }

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use super::apply::Key;
 use super::caches::Subscribers;
+use super::lists;
 use crate::render::child::ChildKind;
 use crate::render::labels;
 
@@ -184,9 +185,6 @@ impl Memo {
 }
 
 type Bucket = HashMap<Key, Arc<DynamicObject>>;
-
-/// Objects per page when a kind is listed whole (see `run`).
-const WHOLE_PAGE: u32 = 50;
 
 /// Which kinds are watched and which have been listed.
 #[derive(Clone, Debug, Default)]
@@ -351,26 +349,22 @@ impl Children {
     /// Watches every kind in `kinds` until the streams end. Call once.
     pub async fn run(self: Arc<Self>, client: Client, kinds: Vec<ChildKind>) {
         self.progress.send_modify(|p| p.watched = Some(kinds.iter().copied().collect()));
-        let config = watcher::Config::default().labels(&labels::managed_selector()).any_semantic();
+        let config = watcher::Config::default().labels(&labels::managed_selector());
         let watches = kinds.into_iter().map(|kind| {
             let (this, client, config, ar) = (self.clone(), client.clone(), config.clone(), kind.api_resource());
             async move {
                 if projected_fields(kind).is_empty() {
                     // Metadata only: nothing of the object's body is read.
                     let api = Api::<PartialObjectMeta<DynamicObject>>::all_with(client, &ar);
-                    let events = watcher::watcher(api, config)
+                    let events = watcher::watcher(api, lists::paged(config, lists::METADATA_PAGE))
                         .default_backoff()
                         .map(move |e| e.map(|e| as_dynamic_event(kind, e)));
                     this.follow(kind, events).await
                 } else {
-                    // Whole objects are slimmed as each page arrives, so the
-                    // page bounds the peak: a page of 500 parsed Deployments
-                    // is tens of MiB. A list at resourceVersion 0 is served
-                    // from the API server's watch cache in one piece,
-                    // whatever the limit (kubernetes/kubernetes#70735), so
-                    // these lists are paged from etcd instead.
-                    let config = config.list_semantic(watcher::ListSemantic::MostRecent).page_size(WHOLE_PAGE);
+                    // Whole objects are slimmed as each page arrives, so
+                    // the page bounds the peak (see `lists`).
                     let api = Api::<DynamicObject>::all_with(client, &ar);
+                    let config = lists::paged(config, lists::WHOLE_PAGE);
                     this.follow(kind, watcher::watcher(api, config).default_backoff()).await
                 }
             }

@@ -32,23 +32,22 @@ const STATUS_REFRESH: Duration = Duration::from_secs(3600);
 /// What wakes the connector controller.
 pub fn triggers(ctx: &Arc<Context>) -> Triggers<ProviderConnector> {
     let triggers = Triggers::new("connector", &ctx.caches.connectors, &ctx.metrics).owned(&ctx.children);
-    let (by_tenant, by_namespace) = (triggers.store(), triggers.store());
+    let (by_tenant, by_namespace) = (ctx.caches.clone(), ctx.caches.clone());
     // A tenant appearing, changing host or quota, taking its namespace or
     // going away changes its connectors; its connector counts do not. A
     // namespace labelled for a tenant (or no longer) decides whether its
     // connectors belong to one.
     triggers
         .related_cached_when(&ctx.caches.tenants, super::tenant_standing, move |tenant| {
-            in_namespace(&by_tenant, &tenant.target_namespace())
+            refs(by_tenant.connectors_in(&tenant.target_namespace()))
         })
-        .related_cached(&ctx.caches.namespaces, move |namespace| in_namespace(&by_namespace, &namespace.name_any()))
+        .related_cached(&ctx.caches.namespaces, move |namespace| {
+            refs(by_namespace.connectors_in(&namespace.name_any()))
+        })
 }
 
-fn in_namespace(
-    store: &kube::runtime::reflector::Store<ProviderConnector>,
-    ns: &str,
-) -> Vec<ObjectRef<ProviderConnector>> {
-    store.state().iter().filter(|c| c.namespace().as_deref() == Some(ns)).map(|c| ObjectRef::from_obj(&**c)).collect()
+fn refs(connectors: Vec<Arc<ProviderConnector>>) -> Vec<ObjectRef<ProviderConnector>> {
+    connectors.iter().map(|c| ObjectRef::from_obj(&**c)).collect()
 }
 
 /// The conditions a connector's status carries.

@@ -12,26 +12,28 @@
 //!   nothing; a reconcile never waits on a connector that already has a
 //!   report.
 //!
-//! Pods are watched, stripped to what is needed (namespace, name, the
-//! connector label, readiness and IP), so thousands of connectors cost
-//! little memory.
+//! Pods are watched and kept only as an index of each connector's ready
+//! pod addresses (`ready_pods`), so thousands of connectors cost little
+//! memory and asking for one connector's pod is a lookup.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use carerecord_config::ConnectorStatus;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
 use kube::api::Api;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
+use super::lists;
+use super::ready_pods::{self, ReadyPods};
 use crate::api::condition::{ConditionStatus, Observed};
 use crate::api::connector::{ConnectorState, ProviderConnector, SyncStatus};
 use crate::render::connector::CONNECTOR_ADMIN_PORT;
@@ -226,14 +228,12 @@ pub struct SyncReader {
     settings: ConnectorStatusSettings,
     http: Option<reqwest::Client>,
     reports: Mutex<HashMap<ConnectorKey, Entry>>,
-    pods: Store<Pod>,
-    pod_writer: Mutex<Option<reflector::store::Writer<Pod>>>,
+    pods: RwLock<ReadyPods>,
     pods_listed: tokio::sync::watch::Sender<bool>,
 }
 
 impl SyncReader {
     pub fn new(settings: &crate::settings::ConnectorStatusSettings) -> Self {
-        let (pods, writer) = reflector::store();
         // Plain HTTP to a pod address: no redirects, no proxies, a short limit.
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -248,8 +248,7 @@ impl SyncReader {
             settings: settings.clone(),
             http: http.ok(),
             reports: Mutex::default(),
-            pods,
-            pod_writer: Mutex::new(Some(writer)),
+            pods: RwLock::default(),
             pods_listed: tokio::sync::watch::channel(false).0,
         }
     }
@@ -261,7 +260,7 @@ impl SyncReader {
 
     /// The address of a ready pod of the connector, if it has one.
     pub fn ready_pod(&self, key: &ConnectorKey) -> Option<IpAddr> {
-        ready_pods(&self.pods.state()).remove(key)
+        self.pods.read().unwrap_or_else(|p| p.into_inner()).of(key)
     }
 
     /// Reads the connector's status now and remembers it as seen by its reconcile.
@@ -316,25 +315,45 @@ impl SyncReader {
         async move { listed.wait_for(|l| *l).await.is_ok() }
     }
 
-    /// Watches connector pods until the stream ends; the reflector store
-    /// feeds `ready_pod`. Call once.
+    /// Watches connector pods until the stream ends, into the index that
+    /// feeds `ready_pod`. A relist replaces the index once it is complete.
     pub async fn watch_pods(self: Arc<Self>, client: Client) {
-        let Some(writer) = self.pod_writer.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
         let selector =
             format!("{}={},{}", labels::POD_COMPONENT, crate::render::tenant::CONNECTOR_COMPONENT, labels::CONNECTOR);
-        let stream = watcher(Api::<Pod>::all(client), watcher::Config::default().labels(&selector))
-            .default_backoff()
-            .modify(strip_pod)
-            .reflect(writer);
+        let config = lists::paged(watcher::Config::default().labels(&selector), lists::WHOLE_PAGE);
+        let stream = watcher(Api::<Pod>::all(client), config).default_backoff();
         let mut stream = std::pin::pin!(stream);
+        let mut listing: Option<ReadyPods> = None;
         loop {
-            match stream.try_next().await {
-                Ok(Some(watcher::Event::InitDone)) => {
+            let event = match stream.try_next().await {
+                Ok(Some(event)) => event,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "connector pod watch failed; retrying");
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::Init => listing = Some(ReadyPods::default()),
+                watcher::Event::InitApply(pod) => {
+                    if let Some(observed) = ready_pods::observe(&pod) {
+                        listing.get_or_insert_default().apply(observed);
+                    }
+                }
+                watcher::Event::InitDone => {
+                    *self.pods.write().unwrap_or_else(|p| p.into_inner()) = listing.take().unwrap_or_default();
                     self.pods_listed.send_replace(true);
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => return,
-                Err(error) => tracing::warn!(%error, "connector pod watch failed; retrying"),
+                watcher::Event::Apply(pod) => {
+                    if let Some(observed) = ready_pods::observe(&pod) {
+                        self.pods.write().unwrap_or_else(|p| p.into_inner()).apply(observed);
+                    }
+                }
+                watcher::Event::Delete(pod) => {
+                    if let Some(observed) = ready_pods::observe(&pod) {
+                        self.pods.write().unwrap_or_else(|p| p.into_inner()).delete(&observed);
+                    }
+                }
             }
         }
     }
@@ -345,7 +364,7 @@ impl SyncReader {
         let interval = Duration::from_secs(self.settings.interval_seconds.max(1));
         loop {
             tokio::time::sleep(interval).await;
-            let targets = ready_pods(&self.pods.state());
+            let targets = self.pods.read().unwrap_or_else(|p| p.into_inner()).all();
             let reads = futures::stream::iter(targets)
                 .map(|(key, address)| {
                     let me = self.clone();
@@ -379,44 +398,6 @@ impl SyncReader {
             }
         }
     }
-}
-
-/// A connector's ready pod addresses, one per connector (the first by pod
-/// name, so the choice is stable).
-fn ready_pods(pods: &[Arc<Pod>]) -> HashMap<ConnectorKey, IpAddr> {
-    let mut sorted: Vec<&Arc<Pod>> = pods.iter().collect();
-    sorted.sort_by_key(|p| (p.namespace(), p.name_any()));
-    let mut out = HashMap::new();
-    for pod in sorted {
-        let (Some(namespace), Some(connector)) = (pod.namespace(), pod.labels().get(labels::CONNECTOR)) else {
-            continue;
-        };
-        let Some(status) = &pod.status else { continue };
-        let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
-        let address = status.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
-        if let (true, Some(address)) = (ready && pod.metadata.deletion_timestamp.is_none(), address) {
-            out.entry((namespace, connector.clone())).or_insert(address);
-        }
-    }
-    out
-}
-
-/// Keeps only what `ready_pods` reads of a pod.
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
-    pod.spec = None;
-    pod.status = pod.status.take().map(|s| PodStatus {
-        pod_ip: s.pod_ip,
-        conditions: s.conditions.map(|c| {
-            c.into_iter()
-                .filter(|c| c.type_ == "Ready")
-                .map(|c| PodCondition { type_: c.type_, status: c.status, ..PodCondition::default() })
-                .collect()
-        }),
-        ..PodStatus::default()
-    });
 }
 
 /// An HTTP error without the URL's query or anything the server sent.
@@ -533,29 +514,5 @@ mod tests {
         failing.last_error = Some("provider answered 500".into());
         assert!(worth_a_reconcile(&before, &Report::Read(failing)));
         assert!(worth_a_reconcile(&before, &read(5, Some("2026-12-02T10:06:00Z"))));
-    }
-
-    fn pod(namespace: &str, name: &str, connector: &str, ip: &str, ready: bool) -> Arc<Pod> {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"namespace": namespace, "name": name, "labels": {labels::CONNECTOR: connector}},
-            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
-        }))
-        .unwrap();
-        strip_pod(&mut pod);
-        Arc::new(pod)
-    }
-
-    #[test]
-    fn only_ready_pods_are_asked_one_per_connector() {
-        let pods = [
-            pod("scr-a", "gp-2", "gp", "10.0.0.2", true),
-            pod("scr-a", "gp-1", "gp", "10.0.0.1", true),
-            pod("scr-a", "adt-1", "adt", "10.0.0.3", false),
-            pod("scr-b", "gp-1", "gp", "10.0.1.1", true),
-        ];
-        let ready = ready_pods(&pods);
-        assert_eq!(ready.len(), 2);
-        assert_eq!(ready[&("scr-a".to_string(), "gp".to_string())], "10.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!(ready[&("scr-b".to_string(), "gp".to_string())], "10.0.1.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -231,10 +231,10 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     let applier = Applier::new(&ctx.client, &ctx.children, &ctx.metrics, "tenant");
     let mut live = applier.observe(&served.child_kinds(), &namespace, Owner::Tenant(&name)).await?;
     // Every tenant: who holds which hostname, and the consumers' ODS codes.
-    let all_tenants: Vec<CareRecordTenant> = ctx.caches.all_tenants().iter().map(|t| (**t).clone()).collect();
+    let all_tenants = ctx.caches.all_tenants();
     let (connectors, (organisations, inbound_connectors)) = count_connectors(ctx, &namespace);
     let (active_agreements, active_count) = active_agreements(ctx, &namespace, &all_tenants);
-    let hostname_held_by = claim::hostname_holder(&tenant, &all_tenants);
+    let hostname_held_by = claim::hostname_holder(&tenant, all_tenants.iter().map(|t| &**t));
     let facts = Facts {
         database_mode: mode,
         gateway_api: served.gateway_api,
@@ -305,7 +305,7 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
 
 /// Agreements in the tenant namespace that are Active: those where this
 /// tenant provides records (for the sharing policy) and the count of all.
-fn active_agreements(ctx: &Context, namespace: &str, tenants: &[CareRecordTenant]) -> (Vec<ActiveAgreement>, i32) {
+fn active_agreements(ctx: &Context, namespace: &str, tenants: &[Arc<CareRecordTenant>]) -> (Vec<ActiveAgreement>, i32) {
     let list = ctx.caches.agreements_in(namespace);
     let active: Vec<&SharingAgreement> = list
         .iter()

@@ -24,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::caches::Cache;
 use super::children::Children;
+use super::lists;
 use super::metrics::{KindLabel, Metrics};
 
 /// How long a request for an object missing from the cache is remembered.
@@ -241,7 +242,9 @@ fn watch<T>(
 where
     T: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
-    watcher(api, config).default_backoff()
+    // Paged as every list is (see `lists`); at the whole-object page size,
+    // since `T` may be a whole object.
+    watcher(api, lists::paged(config, lists::WHOLE_PAGE)).default_backoff()
 }
 
 /// The `K` that `child` names as an owner. Matching by group rather than

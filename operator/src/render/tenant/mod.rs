@@ -77,7 +77,7 @@ impl ActiveAgreement {
         resources: Vec<String>,
         excluded: impl IntoIterator<Item = crate::api::agreement::SensitiveCategory>,
         until: Option<jiff::Timestamp>,
-        tenants: &[CareRecordTenant],
+        tenants: &[impl std::borrow::Borrow<CareRecordTenant>],
     ) -> Self {
         let consumer = &agreement.spec.counterpart_tenant;
         let excluded: std::collections::BTreeSet<_> = excluded.into_iter().collect();
@@ -86,7 +86,8 @@ impl ActiveAgreement {
             consumer_tenant: consumer.clone(),
             consumer_organisations: tenants
                 .iter()
-                .filter(|t| t.name_any() == *consumer)
+                .map(std::borrow::Borrow::borrow)
+                .filter(|t: &&CareRecordTenant| t.name_any() == *consumer)
                 .map(|t| t.spec.ods_code.clone())
                 .collect(),
             purpose: "DirectCare".into(),
