@@ -77,20 +77,33 @@ fn to_yaml(objects: &[Value]) -> String {
     objects.iter().map(|o| format!("---\n{}", serde_yaml::to_string(o).unwrap())).collect()
 }
 
-/// `kubectl apply --server-side` of a YAML stream; returns seconds taken.
+/// `kubectl apply --server-side` of a YAML stream; returns seconds taken,
+/// retries included. A create in a namespace whose ResourceQuota the quota
+/// controller is still counting can be refused with a conflict on the quota
+/// ("the object has been modified"); kubectl does not retry it, so this
+/// does, as a person would, at most twice. Other failures fail at once.
 fn kubectl_apply(yaml: &str, manager: &str) -> Result<f64> {
     let start = Instant::now();
-    let mut child = Command::new(tool("kubectl"))
-        .args(["apply", "--server-side", "--force-conflicts", "--field-manager", manager, "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), yaml.as_bytes())?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("kubectl apply failed");
+    for attempt in 1..=3 {
+        let mut child = Command::new(tool("kubectl"))
+            .args(["apply", "--server-side", "--force-conflicts", "--field-manager", manager, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), yaml.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprint!("{stderr}");
+        if attempt == 3 || !stderr.contains("the object has been modified") {
+            break;
+        }
+        eprintln!("kubectl apply met a quota conflict; applying again (attempt {})", attempt + 1);
     }
-    Ok(start.elapsed().as_secs_f64())
+    bail!("kubectl apply failed")
 }
 
 /// The floor: what `render` prints for these manifests, applied server-side.
