@@ -73,7 +73,37 @@ where
     /// The store's objects by namespace and name, so a namespace's
     /// connectors or agreements are found without a walk over every one
     /// on the platform (reconciles and wake-ups ask this thousands of times).
-    by_namespace: RwLock<HashMap<String, BTreeMap<String, Arc<K>>>>,
+    by_namespace: RwLock<NamespaceIndex<K>>,
+}
+
+/// Objects by namespace and name, sharing the store's copies.
+struct NamespaceIndex<K>(HashMap<String, BTreeMap<String, Arc<K>>>);
+
+impl<K> Default for NamespaceIndex<K> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<K: Resource> NamespaceIndex<K> {
+    fn insert(&mut self, object: Arc<K>) {
+        let (namespace, name) = (object.meta().namespace.clone().unwrap_or_default(), object.name_any());
+        self.0.entry(namespace).or_default().insert(name, object);
+    }
+
+    fn remove(&mut self, object: &K) {
+        let namespace = object.meta().namespace.clone().unwrap_or_default();
+        if let Some(objects) = self.0.get_mut(&namespace) {
+            objects.remove(&object.name_any());
+            if objects.is_empty() {
+                self.0.remove(&namespace);
+            }
+        }
+    }
+
+    fn of(&self, namespace: &str) -> Vec<Arc<K>> {
+        self.0.get(namespace).map(|objects| objects.values().cloned().collect()).unwrap_or_default()
+    }
 }
 
 impl<K> Cache<K>
@@ -93,11 +123,10 @@ where
 
     /// The objects in `namespace`, by name.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
-        let index = self.by_namespace.read().unwrap_or_else(|p| p.into_inner());
-        index.get(namespace).map(|objects| objects.values().cloned().collect()).unwrap_or_default()
+        self.by_namespace.read().unwrap_or_else(|p| p.into_inner()).of(namespace)
     }
 
-    fn index(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, BTreeMap<String, Arc<K>>>> {
+    fn index(&self) -> std::sync::RwLockWriteGuard<'_, NamespaceIndex<K>> {
         self.by_namespace.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -138,29 +167,19 @@ where
                 Ok(watcher::Event::Apply(object)) => {
                     let stored = self.store.get(&reflector::ObjectRef::from_obj(&object));
                     let object = stored.unwrap_or_else(|| Arc::new(object));
-                    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
-                    self.index().entry(namespace).or_default().insert(name, object.clone());
+                    self.index().insert(object.clone());
                     self.fan_out(object);
                 }
                 Ok(watcher::Event::Delete(object)) => {
-                    let namespace = object.namespace().unwrap_or_default();
-                    let mut index = self.index();
-                    if let Some(objects) = index.get_mut(&namespace) {
-                        objects.remove(&object.name_any());
-                        if objects.is_empty() {
-                            index.remove(&namespace);
-                        }
-                    }
-                    drop(index);
+                    self.index().remove(&object);
                     self.fan_out(Arc::new(object));
                 }
                 // Listed objects reach the store at InitDone, all at once.
                 Ok(watcher::Event::InitDone) => {
                     let state = self.store.state();
-                    let mut fresh: HashMap<String, BTreeMap<String, Arc<K>>> = HashMap::new();
+                    let mut fresh = NamespaceIndex::default();
                     for object in &state {
-                        let namespace = object.namespace().unwrap_or_default();
-                        fresh.entry(namespace).or_default().insert(object.name_any(), object.clone());
+                        fresh.insert(object.clone());
                     }
                     *self.index() = fresh;
                     self.listed.send_replace(true);
@@ -253,5 +272,32 @@ impl Caches {
     /// The agreements in `namespace`.
     pub fn agreements_in(&self, namespace: &str) -> Vec<Arc<SharingAgreement>> {
         self.agreements.in_namespace(namespace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(namespace: &str, name: &str) -> Arc<ProviderConnector> {
+        Arc::new(
+            serde_yaml::from_str(&format!(
+                "apiVersion: carerecord.dev/v1alpha1\nkind: ProviderConnector\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  provider: {{odsCode: A1, name: A, kind: GPPractice}}\n  system: emis-web\n  endpoint: {{url: 'https://a.example'}}\n"
+            ))
+            .expect("a connector"),
+        )
+    }
+
+    #[test]
+    fn a_namespace_index_answers_one_namespace_by_name_and_forgets_what_is_removed() {
+        let mut index = NamespaceIndex::default();
+        index.insert(connector("scr-a", "gp-2"));
+        index.insert(connector("scr-a", "gp-1"));
+        index.insert(connector("scr-b", "gp-1"));
+        let names: Vec<String> = index.of("scr-a").iter().map(|c| c.name_any()).collect();
+        assert_eq!(names, ["gp-1", "gp-2"]);
+        index.remove(&connector("scr-b", "gp-1"));
+        assert!(index.of("scr-b").is_empty());
+        assert!(!index.0.contains_key("scr-b"));
     }
 }
