@@ -10,6 +10,15 @@ use ics_operator::api::{self, CareRecordTenant};
 use ics_operator::render::{tenant as render_tenant, validate};
 use ics_operator::settings::PlatformSettings;
 
+/// mimalloc rather than the C library's allocator, for every command of the
+/// binary. The image's binary is static musl, whose allocator is compact but
+/// slow under many threads (one lock); glibc's keeps per-thread arenas that
+/// it rarely gives back, so the operator's resident memory stood at about
+/// three times its live heap. The bench (e2e/bench/README.md) has the
+/// figures of both against this one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ics-operator",
