@@ -104,7 +104,7 @@ fn default_flush_bound_ms() -> u64 {
 }
 
 /// A provider system pushing records through the gateway.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundConnector {
     /// ProviderConnector name; the connector is served at `/inbound/<name>`.

@@ -60,7 +60,9 @@ fn operator_binary() -> PathBuf {
 /// Manifests of one ICS: tenant, connectors and (optionally) provider sides of agreements.
 fn ics(name: &str, connectors: usize, endpoint: &str, agreements: &[(&str, &str)]) -> Vec<Value> {
     let mut out = vec![tenant(name, "    mode: StatefulSet\n    storageSize: 1Gi\n    deletionPolicy: Delete")];
-    out[0]["spec"]["quota"] = json!({"maxConnectors": connectors.max(1)});
+    // Each connector requests 100m of CPU: the default quota (16) holds
+    // about 150 of them beside the record store and the database.
+    out[0]["spec"]["quota"] = json!({"maxConnectors": connectors.max(1), "cpu": (16 + connectors / 10).to_string()});
     let ns = namespace_of(name);
     for i in 0..connectors {
         out.push(connector(&format!("gp-{i}"), &ns, "hl7v2-mllp", endpoint));
@@ -414,6 +416,18 @@ async fn delete_tenants(client: &Client, names: &[String]) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = args()?;
+    // Interrupted (Ctrl-C, or SIGTERM from a CI runner's timeout), the run
+    // is dropped, and with it the operator process it started (its Drop
+    // stops it): nothing is left holding its port for the next bench.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = run(args) => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; the operator this bench started was stopped"),
+        _ = terminate.recv() => bail!("terminated; the operator this bench started was stopped"),
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
     let client = client().await;
     tokio::spawn(provision_volumes(client.clone()));
     let _ = operator_client().await; // installs the operator chart (RBAC) if missing

@@ -8,7 +8,7 @@ use kube::Client;
 use tokio::sync::Mutex;
 
 /// Optional APIs served by the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Served {
     /// `postgresql.cnpg.io/v1` clusters.
     pub cloud_native_pg: bool,

@@ -16,6 +16,7 @@ pub mod rbac;
 pub mod readiness;
 pub mod ready_pods;
 pub mod status;
+pub mod steady;
 pub mod sync;
 pub mod tenant;
 pub mod tenant_conditions;
@@ -88,6 +89,8 @@ pub struct Context {
     /// What running connectors last said about their feeds.
     pub sync: std::sync::Arc<sync::SyncReader>,
     pub metrics: std::sync::Arc<metrics::Metrics>,
+    /// Tenants whose last reconcile found every child in place.
+    pub(crate) steady: steady::Steady<tenant::HeldBack>,
     backoff: Mutex<HashMap<String, u32>>,
 }
 
@@ -106,6 +109,7 @@ impl Context {
             events: Events::new(client.clone(), reporter),
             client,
             settings,
+            steady: steady::Steady::default(),
             backoff: Mutex::default(),
         }
     }

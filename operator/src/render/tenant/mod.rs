@@ -34,7 +34,7 @@ pub use route::needs_tls;
 
 /// What the controller observed about the cluster, which decides the shape of
 /// the children. Offline `render` takes these from flags.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Facts {
     /// The database mode in effect (see `resolve_database_mode`).
     pub database_mode: DatabaseMode,
@@ -54,7 +54,7 @@ pub struct Facts {
 
 /// An Active agreement in which this tenant is the provider, as the record
 /// store must enforce it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActiveAgreement {
     pub agreement_id: String,
