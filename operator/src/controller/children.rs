@@ -120,7 +120,7 @@ pub fn slim(kind: ChildKind, mut object: DynamicObject) -> DynamicObject {
     object
 }
 
-fn hash_of(parts: impl Hash) -> u64 {
+pub(crate) fn hash_of(parts: impl Hash) -> u64 {
     let mut hasher = DefaultHasher::new();
     parts.hash(&mut hasher);
     hasher.finish()

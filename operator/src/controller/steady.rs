@@ -11,7 +11,7 @@
 //! children every time.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use super::apply::Live;
@@ -29,9 +29,7 @@ pub struct Seen(u64);
 /// The hash of what a render reads: `parts` must hold every one of its
 /// inputs (the owner's identity and spec generation, and the facts).
 pub fn inputs(parts: impl Hash) -> Inputs {
-    let mut hasher = DefaultHasher::new();
-    parts.hash(&mut hasher);
-    Inputs(hasher.finish())
+    Inputs(children::hash_of(parts))
 }
 
 /// What decides whether an apply finds a child in place: which children
@@ -39,11 +37,11 @@ pub fn inputs(parts: impl Hash) -> Inputs {
 /// whether it is being deleted. Status changes of a child change nothing
 /// here: they never make an apply write.
 pub fn seen(live: &Live) -> Seen {
-    let mut hasher = DefaultHasher::new();
-    for (key, object) in live.iter() {
-        (key, children::fingerprint(object), object.metadata.deletion_timestamp.is_some()).hash(&mut hasher);
-    }
-    Seen(hasher.finish())
+    let each: Vec<_> = live
+        .iter()
+        .map(|(key, object)| (key, children::fingerprint(object), object.metadata.deletion_timestamp.is_some()))
+        .collect();
+    Seen(children::hash_of(each))
 }
 
 /// By owner uid: the inputs and children of the last reconcile that wrote

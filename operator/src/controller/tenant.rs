@@ -253,12 +253,14 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     // found them, rendering again would find them in place again.
     let uid = tenant.uid().unwrap_or_default();
     let inputs = tenant.metadata.generation.map(|g| steady::inputs((&uid, &name, g, served, &facts, secret_missing)));
-    let held = match inputs.and_then(|i| ctx.steady.holds(&uid, i, steady::seen(&live))) {
+    // A reconcile that wrote nothing left `live` as it found it.
+    let seen = steady::seen(&live);
+    let held = match inputs.and_then(|i| ctx.steady.holds(&uid, i, seen)) {
         Some(held) => held,
         None => {
             let (held, quiet) = render_and_apply(&tenant, ctx, &applier, &facts, secret_missing, &mut live).await?;
             match inputs {
-                Some(inputs) if quiet => ctx.steady.record(&uid, inputs, steady::seen(&live), held.clone()),
+                Some(inputs) if quiet => ctx.steady.record(&uid, inputs, seen, held.clone()),
                 _ => ctx.steady.forget(&uid),
             }
             held
