@@ -15,7 +15,9 @@ use ics_operator::settings::PlatformSettings;
 /// slow under many threads (one lock); glibc's keeps per-thread arenas that
 /// it rarely gives back, so the operator's resident memory stood at about
 /// three times its live heap. The bench (e2e/bench/README.md) has the
-/// figures of both against this one.
+/// figures of both against this one. Without the `mimalloc` feature (for
+/// heap profiles) the C library's allocator is used.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -23,7 +23,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::children::{self, Children, Owner};
+use super::children::{self, Children, Kept, Owner};
 use super::diff::{applied_fields, is_subset};
 use super::metrics::{Metrics, WriteLabels};
 use crate::MANAGER;
@@ -54,54 +54,59 @@ impl std::fmt::Display for Key {
     }
 }
 
-/// An owner's children as they are in the cluster: from the shared
-/// child store (metadata and what readiness reads) or, for kinds it does
-/// not watch, listed whole; and what this reconcile wrote, whole.
+/// An owner's children as they are in the cluster: what the shared child
+/// store keeps of them or, for kinds it does not watch, listed whole; and
+/// what this reconcile wrote, whole.
 #[derive(Clone, Debug, Default)]
 pub struct Live {
     objects: BTreeMap<Key, Seen>,
 }
 
-/// A live child, and whether it is the whole object (a list or a write
-/// answer) or what the store keeps of it.
+/// A live child as the store keeps it, and the whole object when this
+/// reconcile has it (a list or a write answer).
 #[derive(Clone, Debug)]
 struct Seen {
-    object: Arc<DynamicObject>,
-    whole: bool,
+    kept: Arc<Kept>,
+    whole: Option<Arc<DynamicObject>>,
 }
 
 impl Live {
-    pub fn get(&self, key: &Key) -> Option<&DynamicObject> {
-        self.objects.get(key).map(|s| &*s.object)
+    pub fn get(&self, key: &Key) -> Option<&Kept> {
+        self.objects.get(key).map(|s| &*s.kept)
     }
 
-    /// The live object as JSON, for readiness checks.
+    /// What readiness reads of a live child, as JSON (see `Kept::view`).
     pub fn value(&self, kind: ChildKind, name: &str) -> Option<Value> {
-        self.objects
-            .iter()
-            .find(|(k, _)| k.kind == kind && k.name == name)
-            .and_then(|(_, s)| serde_json::to_value(&*s.object).ok())
+        self.objects.iter().find(|(k, _)| k.kind == kind && k.name == name).map(|(_, s)| s.kept.view().clone())
     }
 
     /// Records a whole object (read from or written to the API server).
     pub fn insert(&mut self, key: Key, object: DynamicObject) {
-        self.objects.insert(key, Seen { object: Arc::new(object), whole: true });
+        let kept = Arc::new(Kept::of(key.kind, &object));
+        self.objects.insert(key, Seen { kept, whole: Some(Arc::new(object)) });
     }
 
-    fn insert_kept(&mut self, key: Key, object: Arc<DynamicObject>) {
-        self.objects.insert(key, Seen { object, whole: false });
+    fn insert_kept(&mut self, key: Key, kept: Arc<Kept>) {
+        self.objects.insert(key, Seen { kept, whole: None });
     }
 
     fn whole(&self, key: &Key) -> Option<&DynamicObject> {
-        self.objects.get(key).filter(|s| s.whole).map(|s| &*s.object)
+        self.objects.get(key).and_then(|s| s.whole.as_deref())
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &DynamicObject)> {
-        self.objects.iter().map(|(k, s)| (k, &*s.object))
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Kept)> {
+        self.objects.iter().map(|(k, s)| (k, &*s.kept))
     }
 
     fn extend(&mut self, other: Live) {
         self.objects.extend(other.objects);
+    }
+
+    /// The same children as only the store would have them.
+    #[cfg(test)]
+    pub fn as_kept(&self) -> Live {
+        let objects = self.objects.iter().map(|(k, s)| (k.clone(), Seen { kept: s.kept.clone(), whole: None }));
+        Live { objects: objects.collect() }
     }
 }
 
@@ -257,7 +262,7 @@ impl<'a> Applier<'a> {
         let api = api(self.client, child.kind, child.namespace());
         let current = live.get(key);
         match (child.write, current) {
-            (WritePolicy::CreateOnce, Some(current)) if current.labels().contains_key(labels::RETAINED) => {
+            (WritePolicy::CreateOnce, Some(current)) if current.label(labels::RETAINED).is_some() => {
                 // Retained from an earlier tenant of this name: adopted again,
                 // its contents untouched.
                 let owner = child.object.annotations().get(labels::OWNER_UID).cloned();
@@ -281,7 +286,7 @@ impl<'a> Applier<'a> {
                 }
             }
             (WritePolicy::Apply, current) => {
-                let retained = current.is_some_and(|l| l.labels().contains_key(labels::RETAINED));
+                let retained = current.is_some_and(|l| l.label(labels::RETAINED).is_some());
                 // Data written by an older operator still carries an
                 // ownerReference; applying again drops it (see labels::OWNER_UID).
                 let stale_owner = child.retain() && current.is_some_and(|l| !l.owner_references().is_empty());
@@ -304,7 +309,7 @@ impl<'a> Applier<'a> {
                     }});
                     applied = api.patch(child.name(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
                 }
-                self.children.memo.confirm(key.clone(), desired_hash, &applied);
+                self.children.memo.confirm(key.clone(), desired_hash, children::fingerprint(&applied));
                 Ok((Outcome::Applied, Some(applied)))
             }
         }
@@ -321,10 +326,10 @@ impl<'a> Applier<'a> {
         child: &Child,
         wanted: &Value,
         desired_hash: u64,
-        current: &DynamicObject,
+        current: &Kept,
         live: &Live,
     ) -> Result<bool, kube::Error> {
-        if self.children.memo.holds(key, desired_hash, current) {
+        if self.children.memo.holds(key, desired_hash, current.fingerprint()) {
             return Ok(true);
         }
         let whole = match live.whole(key) {
@@ -340,7 +345,7 @@ impl<'a> Applier<'a> {
         };
         let holds = is_subset(wanted, &serde_json::to_value(&whole).unwrap_or_default());
         if holds {
-            self.children.memo.confirm(key.clone(), desired_hash, &whole);
+            self.children.memo.confirm(key.clone(), desired_hash, children::fingerprint(&whole));
             self.children.wrote(child.kind, &whole);
         }
         Ok(holds)
@@ -373,7 +378,7 @@ impl<'a> Applier<'a> {
         owner_uid: &str,
         policy: DeletionPolicy,
     ) -> Result<Vec<Disposal>, kube::Error> {
-        let mut owned: Vec<(&Key, &DynamicObject)> = live.iter().filter(|(_, o)| owned_by(o, owner_uid)).collect();
+        let mut owned: Vec<(&Key, &Kept)> = live.iter().filter(|(_, o)| owned_by(o, owner_uid)).collect();
         owned.sort_by_key(|(k, _)| !k.kind.namespaced());
         let mut out = Vec::new();
         for (key, object) in owned {
@@ -385,7 +390,7 @@ impl<'a> Applier<'a> {
     async fn dispose(
         &self,
         key: &Key,
-        object: &DynamicObject,
+        object: &Kept,
         owner_uid: &str,
         policy: DeletionPolicy,
     ) -> Result<Disposal, kube::Error> {
@@ -411,10 +416,8 @@ fn strip_secret(kind: ChildKind, mut object: DynamicObject) -> DynamicObject {
 
 /// Whether `uid` owns `object`: by ownerReference (workloads, routes) or, for
 /// data, by the owner annotation that garbage collection does not follow.
-fn owned_by(object: &DynamicObject, uid: &str) -> bool {
-    !uid.is_empty()
-        && (object.owner_references().iter().any(|o| o.uid == uid)
-            || object.annotations().get(labels::OWNER_UID).is_some_and(|o| o == uid))
+fn owned_by(object: &Kept, uid: &str) -> bool {
+    !uid.is_empty() && (object.owner_references().iter().any(|o| o.uid == uid) || object.owner_uid() == Some(uid))
 }
 
 /// What happened to a child that left the desired set.
@@ -435,10 +438,10 @@ async fn delete(client: &Client, key: &Key) -> Result<(), kube::Error> {
 
 /// Drops this owner's claim and marks the object retained, recording whose
 /// it was, so that a tenant re-created under the same name finds it again.
-async fn orphan(client: &Client, key: &Key, object: &DynamicObject, uid: &str) -> Result<(), kube::Error> {
+async fn orphan(client: &Client, key: &Key, object: &Kept, uid: &str) -> Result<(), kube::Error> {
     let remaining: Vec<_> = object.owner_references().iter().filter(|o| o.uid != uid).cloned().collect();
     let owners = if remaining.is_empty() { Value::Null } else { json!(remaining) };
-    let tenant = object.labels().get(labels::TENANT).cloned().unwrap_or_default();
+    let tenant = object.label(labels::TENANT).unwrap_or_default();
     let patch = json!({"metadata": {
         "ownerReferences": owners,
         "labels": {labels::RETAINED: "true"},
@@ -454,6 +457,6 @@ async fn orphan(client: &Client, key: &Key, object: &DynamicObject, uid: &str) -
     }
 }
 
-fn retain_marked(object: &DynamicObject) -> bool {
-    object.labels().get(labels::RETAIN).is_some_and(|v| v == "true")
+fn retain_marked(object: &Kept) -> bool {
+    object.label(labels::RETAIN) == Some("true")
 }

@@ -6,12 +6,13 @@
 //! woken through `subscribe` when a child changes in a way that can change
 //! its outcome.
 //!
-//! What is kept of each child is what the controllers read: its metadata
-//! (without managedFields) and, for the kinds whose readiness is judged,
-//! the few status and spec fields readiness reads (`project`). Everything
-//! else (pod templates, ConfigMap and Secret data) stays in the API server:
-//! Secret values never enter the operator's memory, and 10,000 children
-//! cost a few MiB rather than a copy of etcd.
+//! What is kept of each child is what the controllers read (`Kept`): the
+//! operator's own labels, its owners, whether it is being deleted, a
+//! fingerprint of its metadata and, for the kinds whose readiness is
+//! judged, the few spec and status fields readiness reads (`project`).
+//! Everything else (the rest of the metadata, pod templates, ConfigMap and
+//! Secret data) stays in the API server: Secret values never enter the
+//! operator's memory, and a child costs a few hundred bytes.
 //!
 //! Whether a desired child is already in place is still decided against
 //! the full live object, but that object is fetched only when something may
@@ -29,6 +30,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DynamicObject, TypeMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -62,15 +64,15 @@ impl Owner<'_> {
         }
     }
 
-    /// Whether an object with `object_labels` is one of this owner's children.
-    pub fn selects(&self, object_labels: &std::collections::BTreeMap<String, String>) -> bool {
-        let is = |key: &str, value: &str| object_labels.get(key).is_some_and(|v| v == value);
+    /// Whether `child` is one of this owner's children.
+    pub fn selects(&self, child: &Kept) -> bool {
+        let is = |key: &str, value: &str| child.label(key) == Some(value);
         is(labels::MANAGED_BY, labels::MANAGER_VALUE)
             && match self {
                 Self::Tenant(name) => {
                     is(labels::TENANT, name)
-                        && !object_labels.contains_key(labels::CONNECTOR)
-                        && !object_labels.contains_key(labels::AGREEMENT)
+                        && child.label(labels::CONNECTOR).is_none()
+                        && child.label(labels::AGREEMENT).is_none()
                 }
                 Self::Connector(name) => is(labels::CONNECTOR, name),
                 Self::Agreement(name) => is(labels::AGREEMENT, name),
@@ -112,12 +114,118 @@ pub fn project(kind: ChildKind, data: &Value) -> Value {
     out
 }
 
-/// The object as the store keeps it: metadata without managedFields, and
-/// only the projected fields.
-pub fn slim(kind: ChildKind, mut object: DynamicObject) -> DynamicObject {
-    object.managed_fields_mut().clear();
-    object.data = project(kind, &object.data);
-    object
+/// What readiness reads of `kind`'s metadata: the generation its status
+/// must have observed, and, for the quota, when and where it was created
+/// (see `tenant::nudge_uncounted_quota`).
+fn projected_metadata(kind: ChildKind) -> &'static [&'static str] {
+    match kind {
+        ChildKind::Deployment | ChildKind::StatefulSet => &["generation"],
+        ChildKind::ResourceQuota => &["creationTimestamp", "namespace"],
+        _ => &[],
+    }
+}
+
+/// The labels of a child that anything here reads: whose it is, and
+/// whether it is data to retain or retained.
+const KEPT_LABELS: [&str; 6] =
+    [labels::MANAGED_BY, labels::TENANT, labels::CONNECTOR, labels::AGREEMENT, labels::RETAIN, labels::RETAINED];
+
+/// A child as the store keeps it: what the controllers read of it, taken
+/// as it arrives, and nothing else of its metadata or body. Whether an
+/// apply finds it in place is decided by its `fingerprint`, computed from
+/// the whole metadata before the rest is dropped. A few hundred bytes
+/// rather than the KiB of a parsed ObjectMeta: at England's size (about
+/// 34,000 children) the difference is most of the operator's heap.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept {
+    labels: Box<[(&'static str, Box<str>)]>,
+    owner_references: Box<[OwnerReference]>,
+    /// The owner annotation of data children (see `labels::OWNER_UID`).
+    owner_uid: Option<Box<str>>,
+    deleting: bool,
+    /// The resourceVersion, where it is an integer (see `older`).
+    version: Option<u64>,
+    fingerprint: u64,
+    relevance: u64,
+    /// What readiness reads, as JSON (`Live::value`); null for kinds whose
+    /// readiness is not judged.
+    view: Value,
+}
+
+impl Kept {
+    /// What the store keeps of `object`, a child of `kind`. Pure.
+    pub fn of(kind: ChildKind, object: &DynamicObject) -> Self {
+        let meta = &object.metadata;
+        let labels = meta.labels.as_ref();
+        let kept_labels = KEPT_LABELS
+            .iter()
+            .filter_map(|&key| labels.and_then(|l| l.get(key)).map(|v| (key, v.as_str().into())))
+            .collect();
+        let mut view = project(kind, &object.data);
+        let fields = projected_metadata(kind);
+        if !fields.is_empty() {
+            let field = |name: &str| match name {
+                "generation" => meta.generation.map(Value::from),
+                "creationTimestamp" => meta.creation_timestamp.as_ref().and_then(|t| serde_json::to_value(t).ok()),
+                "namespace" => meta.namespace.clone().map(Value::from),
+                _ => None,
+            };
+            let picked: serde_json::Map<String, Value> =
+                fields.iter().filter_map(|f| Some((f.to_string(), field(f)?))).collect();
+            if view.is_null() {
+                view = Value::Object(serde_json::Map::new());
+            }
+            if let Some(view) = view.as_object_mut() {
+                view.insert("metadata".into(), Value::Object(picked));
+            }
+        }
+        let fingerprint = fingerprint(object);
+        let deleting = meta.deletion_timestamp.is_some();
+        Self {
+            labels: kept_labels,
+            owner_references: meta.owner_references.clone().unwrap_or_default().into(),
+            owner_uid: meta.annotations.as_ref().and_then(|a| a.get(labels::OWNER_UID)).map(|u| u.as_str().into()),
+            deleting,
+            version: meta.resource_version.as_deref().and_then(|v| v.parse().ok()),
+            fingerprint,
+            relevance: hash_of((fingerprint, deleting, view.to_string())),
+            view,
+        }
+    }
+
+    /// The value of one of `KEPT_LABELS`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| &**v)
+    }
+
+    pub fn owner_references(&self) -> &[OwnerReference] {
+        &self.owner_references
+    }
+
+    pub fn owner_uid(&self) -> Option<&str> {
+        self.owner_uid.as_deref()
+    }
+
+    pub fn deleting(&self) -> bool {
+        self.deleting
+    }
+
+    /// See `fingerprint`.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// What readiness reads (see `projected_fields`, `projected_metadata`).
+    pub fn view(&self) -> &Value {
+        &self.view
+    }
+
+    /// What a change must alter for the child's owner to be woken: the
+    /// fingerprint, deletion, and what readiness reads. A Deployment's
+    /// status rewritten with the same replica counts wakes nobody.
+    fn relevance(&self) -> u64 {
+        self.relevance
+    }
 }
 
 pub(crate) fn hash_of(parts: impl Hash) -> u64 {
@@ -140,14 +248,6 @@ pub fn fingerprint(object: &DynamicObject) -> u64 {
     hash_of((&meta.labels, &meta.annotations, owners, version))
 }
 
-/// What a change must alter for the child's owner to be woken: the
-/// fingerprint, deletion, and the fields readiness reads. A Deployment's
-/// status rewritten with the same replica counts wakes nobody. Pure.
-pub fn relevance(object: &DynamicObject) -> u64 {
-    let deleting = object.metadata.deletion_timestamp.is_some();
-    hash_of((fingerprint(object), deleting, object.data.to_string()))
-}
-
 /// The hash of what an apply sets (`diff::applied_fields` of the desired child).
 pub fn desired_hash(applied: &Value) -> u64 {
     hash_of(applied.to_string())
@@ -161,13 +261,14 @@ pub struct Memo {
 }
 
 impl Memo {
-    /// Whether `desired` was confirmed in place on this very version of the child.
-    pub fn holds(&self, key: &Key, desired: u64, live: &DynamicObject) -> bool {
-        self.lock().get(key) == Some(&(desired, fingerprint(live)))
+    /// Whether `desired` was confirmed in place on the very version of the
+    /// child that `fingerprint` names.
+    pub fn holds(&self, key: &Key, desired: u64, fingerprint: u64) -> bool {
+        self.lock().get(key) == Some(&(desired, fingerprint))
     }
 
-    pub fn confirm(&self, key: Key, desired: u64, live: &DynamicObject) {
-        self.lock().insert(key, (desired, fingerprint(live)));
+    pub fn confirm(&self, key: Key, desired: u64, fingerprint: u64) {
+        self.lock().insert(key, (desired, fingerprint));
     }
 
     pub fn forget(&self, key: &Key) {
@@ -184,7 +285,15 @@ impl Memo {
     }
 }
 
-type Bucket = HashMap<Key, Arc<DynamicObject>>;
+type Bucket = HashMap<Key, Arc<Kept>>;
+
+/// A child the store took in, changed or lost (its last state), as its
+/// owner's trigger hears of it.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: Key,
+    pub kept: Arc<Kept>,
+}
 
 /// Which kinds are watched and which have been listed.
 #[derive(Clone, Debug, Default)]
@@ -198,7 +307,7 @@ struct Progress {
 #[derive(Default)]
 pub struct Children {
     by_namespace: RwLock<HashMap<String, Bucket>>,
-    subscribers: Subscribers<DynamicObject>,
+    subscribers: Subscribers<Change>,
     progress: watch::Sender<Progress>,
     pub memo: Memo,
 }
@@ -216,15 +325,15 @@ fn key_of(kind: ChildKind, object: &DynamicObject) -> Key {
 /// to clients in general; where both are integers (etcd's revisions, as on
 /// every API server today) a watch event older than a write this operator
 /// already recorded is not let overwrite it. Otherwise the newcomer wins.
-fn older(incoming: &DynamicObject, stored: &DynamicObject) -> bool {
-    let version = |o: &DynamicObject| o.metadata.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
-    matches!((version(incoming), version(stored)), (Some(i), Some(s)) if i < s)
+fn older(incoming: &Kept, stored: &Kept) -> bool {
+    matches!((incoming.version, stored.version), (Some(i), Some(s)) if i < s)
 }
 
 impl Children {
-    /// Every child created, changed in a way `relevance` sees, or deleted
-    /// (its last state), once the store holds it. Subscribe before `run`.
-    pub fn subscribe(&self) -> impl Stream<Item = Arc<DynamicObject>> + Send + 'static {
+    /// Every child created, changed in a way `Kept::relevance` sees, or
+    /// deleted (its last state), once the store holds it. Subscribe before
+    /// `run`.
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<Change>> + Send + 'static {
         self.subscribers.subscribe()
     }
 
@@ -243,7 +352,7 @@ impl Children {
 
     /// The children of `owner` of the given kinds, in `namespace` (and,
     /// for cluster-scoped kinds, cluster-wide), as the watches last saw them.
-    pub fn of(&self, kinds: &[ChildKind], namespace: &str, owner: Owner<'_>) -> Vec<(Key, Arc<DynamicObject>)> {
+    pub fn of(&self, kinds: &[ChildKind], namespace: &str, owner: Owner<'_>) -> Vec<(Key, Arc<Kept>)> {
         let store = self.by_namespace.read().unwrap_or_else(|p| p.into_inner());
         let mut buckets = vec![namespace];
         if kinds.iter().any(|k| !k.namespaced()) {
@@ -253,8 +362,8 @@ impl Children {
             .into_iter()
             .filter_map(|b| store.get(b))
             .flat_map(|bucket| bucket.iter())
-            .filter(|(key, object)| kinds.contains(&key.kind) && owner.selects(object.labels()))
-            .map(|(key, object)| (key.clone(), object.clone()))
+            .filter(|(key, kept)| kinds.contains(&key.kind) && owner.selects(kept))
+            .map(|(key, kept)| (key.clone(), kept.clone()))
             .collect()
     }
 
@@ -263,8 +372,7 @@ impl Children {
     /// write. Its watch event, arriving later, then changes nothing and
     /// wakes nobody.
     pub fn wrote(&self, kind: ChildKind, object: &DynamicObject) {
-        let slim = Arc::new(slim(kind, object.clone()));
-        self.upsert(key_of(kind, &slim), slim, false);
+        self.upsert(key_of(kind, object), Arc::new(Kept::of(kind, object)), false);
     }
 
     /// Forgets a child this operator just deleted.
@@ -283,31 +391,31 @@ impl Children {
 
     /// Inserts or replaces a child; fans it out if `notify` and it changed
     /// in a way its owner reads.
-    fn upsert(&self, key: Key, object: Arc<DynamicObject>, notify: bool) {
+    fn upsert(&self, key: Key, kept: Arc<Kept>, notify: bool) {
         let changed = {
             let mut store = self.by_namespace.write().unwrap_or_else(|p| p.into_inner());
             let bucket = store.entry(bucket_of(&key).to_string()).or_default();
             match bucket.get(&key) {
-                Some(stored) if older(&object, stored) => false,
+                Some(stored) if older(&kept, stored) => false,
                 Some(stored) => {
-                    let changed = relevance(stored) != relevance(&object);
-                    bucket.insert(key, object.clone());
+                    let changed = stored.relevance() != kept.relevance();
+                    bucket.insert(key.clone(), kept.clone());
                     changed
                 }
                 None => {
-                    bucket.insert(key, object.clone());
+                    bucket.insert(key.clone(), kept.clone());
                     true
                 }
             }
         };
         if notify && changed {
-            self.fan_out(object);
+            self.fan_out(key, kept);
         }
     }
 
-    fn remove(&self, key: &Key, last: Arc<DynamicObject>) {
-        self.deleted(key);
-        self.fan_out(last);
+    fn remove(&self, key: Key, last: Arc<Kept>) {
+        self.deleted(&key);
+        self.fan_out(key, last);
     }
 
     /// Replaces every child of `kind` with a fresh list, fanning out what
@@ -317,33 +425,33 @@ impl Children {
         {
             let mut store = self.by_namespace.write().unwrap_or_else(|p| p.into_inner());
             for bucket in store.values_mut() {
-                bucket.retain(|key, object| {
+                bucket.retain(|key, kept| {
                     let keep = key.kind != kind || listed.contains_key(key);
                     if !keep {
-                        gone.push((key.clone(), object.clone()));
+                        gone.push((key.clone(), kept.clone()));
                     }
                     keep
                 });
             }
-            for (key, object) in listed {
+            for (key, kept) in listed {
                 let bucket = store.entry(bucket_of(&key).to_string()).or_default();
-                if bucket.get(&key).is_none_or(|stored| relevance(stored) != relevance(&object)) {
-                    changed.push(object.clone());
+                if bucket.get(&key).is_none_or(|stored| stored.relevance() != kept.relevance()) {
+                    changed.push((key.clone(), kept.clone()));
                 }
-                bucket.insert(key, object);
+                bucket.insert(key, kept);
             }
         }
-        for (key, object) in gone {
+        for (key, kept) in gone {
             self.memo.forget(&key);
-            self.fan_out(object);
+            self.fan_out(key, kept);
         }
-        for object in changed {
-            self.fan_out(object);
+        for (key, kept) in changed {
+            self.fan_out(key, kept);
         }
     }
 
-    fn fan_out(&self, object: Arc<DynamicObject>) {
-        self.subscribers.send(object);
+    fn fan_out(&self, key: Key, kept: Arc<Kept>) {
+        self.subscribers.send(Arc::new(Change { key, kept }));
     }
 
     /// Watches every kind in `kinds` until the streams end. Call once.
@@ -361,7 +469,7 @@ impl Children {
                         .map(move |e| e.map(|e| as_dynamic_event(kind, e)));
                     this.follow(kind, events).await
                 } else {
-                    // Whole objects are slimmed as each page arrives, so
+                    // Whole objects are kept small as each page arrives, so
                     // the page bounds the peak (see `lists`).
                     let api = Api::<DynamicObject>::all_with(client, &ar);
                     let config = lists::paged(config, lists::WHOLE_PAGE);
@@ -379,12 +487,13 @@ impl Children {
     ) {
         let mut events = std::pin::pin!(events);
         let mut listing: Option<Bucket> = None;
+        let kept = |object: &DynamicObject| (key_of(kind, object), Arc::new(Kept::of(kind, object)));
         while let Some(event) = events.next().await {
             match event {
                 Ok(watcher::Event::Init) => listing = Some(Bucket::new()),
                 Ok(watcher::Event::InitApply(object)) => {
-                    let object = slim(kind, object);
-                    listing.get_or_insert_default().insert(key_of(kind, &object), Arc::new(object));
+                    let (key, kept) = kept(&object);
+                    listing.get_or_insert_default().insert(key, kept);
                 }
                 Ok(watcher::Event::InitDone) => {
                     self.replace(kind, listing.take().unwrap_or_default());
@@ -393,12 +502,12 @@ impl Children {
                     });
                 }
                 Ok(watcher::Event::Apply(object)) => {
-                    let object = Arc::new(slim(kind, object));
-                    self.upsert(key_of(kind, &object), object, true);
+                    let (key, kept) = kept(&object);
+                    self.upsert(key, kept, true);
                 }
                 Ok(watcher::Event::Delete(object)) => {
-                    let object = Arc::new(slim(kind, object));
-                    self.remove(&key_of(kind, &object), object);
+                    let (key, kept) = kept(&object);
+                    self.remove(key, kept);
                 }
                 Err(error) => tracing::warn!(kind = ?kind, %error, "child watch failed; retrying with backoff"),
             }
@@ -406,8 +515,8 @@ impl Children {
     }
 }
 
-/// A metadata-only watch event as the store keeps every child: a
-/// DynamicObject with its type and metadata and no body.
+/// A metadata-only watch event as a DynamicObject with its type and
+/// metadata and no body, as `Kept::of` reads every child.
 fn as_dynamic_event(
     kind: ChildKind,
     event: watcher::Event<PartialObjectMeta<DynamicObject>>,
@@ -469,40 +578,71 @@ mod tests {
 
     #[test]
     fn a_deployment_keeps_only_what_readiness_reads() {
-        let slim = slim(ChildKind::Deployment, deployment(2, "t1"));
+        let kept = Kept::of(ChildKind::Deployment, &deployment(2, "t1"));
         assert_eq!(
-            slim.data,
-            json!({"spec": {"replicas": 2}, "status": {"observedGeneration": 2, "availableReplicas": 2, "updatedReplicas": 2}})
+            kept.view(),
+            &json!({"metadata": {"generation": 2}, "spec": {"replicas": 2},
+                    "status": {"observedGeneration": 2, "availableReplicas": 2, "updatedReplicas": 2}})
         );
-        assert!(super::super::readiness::deployment(Some(&serde_json::to_value(&slim).unwrap())).ready);
+        assert!(super::super::readiness::deployment(Some(kept.view())).ready);
+    }
+
+    #[test]
+    fn a_quota_keeps_when_and_where_it_was_created() {
+        let quota = object(
+            ChildKind::ResourceQuota,
+            "ics-a",
+            "tenant-quota",
+            json!({"metadata": {"creationTimestamp": "2026-12-07T12:00:00Z"}, "spec": {"hard": {"pods": "50"}}}),
+        );
+        let kept = Kept::of(ChildKind::ResourceQuota, &quota);
+        assert_eq!(kept.view().pointer("/metadata/creationTimestamp"), Some(&json!("2026-12-07T12:00:00Z")));
+        assert_eq!(kept.view().pointer("/metadata/namespace"), Some(&json!("ics-a")));
+        assert_eq!(kept.view().pointer("/spec/hard/pods"), Some(&json!("50")));
     }
 
     #[test]
     fn a_kind_readiness_does_not_read_keeps_no_body() {
         let cm = object(ChildKind::ConfigMap, "ics-a", "policy", json!({"data": {"policy.json": "{}"}}));
-        assert_eq!(slim(ChildKind::ConfigMap, cm).data, Value::Null);
+        assert_eq!(Kept::of(ChildKind::ConfigMap, &cm).view(), &Value::Null);
     }
 
     #[test]
-    fn managed_fields_are_not_kept() {
+    fn only_the_operators_own_labels_and_the_owner_annotation_are_kept() {
         let mut d = deployment(2, "t1");
-        d.metadata.managed_fields = Some(vec![Default::default()]);
-        assert!(slim(ChildKind::Deployment, d).metadata.managed_fields.unwrap_or_default().is_empty());
+        d.labels_mut().insert(labels::NAME.into(), "record-store".into());
+        d.annotations_mut().insert("deployment.kubernetes.io/revision".into(), "3".into());
+        d.annotations_mut().insert(labels::OWNER_UID.into(), "u-1".into());
+        let kept = Kept::of(ChildKind::Deployment, &d);
+        assert_eq!(kept.label(labels::TENANT), Some("ics-a"));
+        assert_eq!(kept.label(labels::NAME), None);
+        assert_eq!(kept.owner_uid(), Some("u-1"));
+    }
+
+    #[test]
+    fn what_is_dropped_still_counts_in_the_fingerprint() {
+        let before = deployment(2, "t1");
+        let mut after = before.clone();
+        after.annotations_mut().insert("someone".into(), "edited".into());
+        assert_ne!(
+            Kept::of(ChildKind::Deployment, &before).fingerprint(),
+            Kept::of(ChildKind::Deployment, &after).fingerprint()
+        );
     }
 
     #[test]
     fn a_status_rewrite_with_the_same_counts_wakes_nobody() {
-        let before = slim(ChildKind::Deployment, deployment(2, "t1"));
-        let after = slim(ChildKind::Deployment, deployment(2, "t2"));
-        assert_eq!(relevance(&before), relevance(&after));
+        let before = Kept::of(ChildKind::Deployment, &deployment(2, "t1"));
+        let after = Kept::of(ChildKind::Deployment, &deployment(2, "t2"));
+        assert_eq!(before.relevance(), after.relevance());
     }
 
     #[test]
     fn a_replica_becoming_available_wakes_the_owner_but_keeps_the_fingerprint() {
-        let before = slim(ChildKind::Deployment, deployment(1, "t1"));
-        let after = slim(ChildKind::Deployment, deployment(2, "t1"));
-        assert_ne!(relevance(&before), relevance(&after));
-        assert_eq!(fingerprint(&before), fingerprint(&after));
+        let before = Kept::of(ChildKind::Deployment, &deployment(1, "t1"));
+        let after = Kept::of(ChildKind::Deployment, &deployment(2, "t1"));
+        assert_ne!(before.relevance(), after.relevance());
+        assert_eq!(before.fingerprint(), after.fingerprint());
     }
 
     #[test]
@@ -531,14 +671,12 @@ mod tests {
 
     #[test]
     fn owners_select_their_children_as_their_label_selectors_do() {
-        let tenant = BTreeMap::from([
-            (labels::MANAGED_BY.to_string(), labels::MANAGER_VALUE.to_string()),
-            (labels::TENANT.to_string(), "ics-a".to_string()),
-        ]);
-        let mut connector = tenant.clone();
-        connector.insert(labels::CONNECTOR.into(), "gp".into());
-        let mut foreign = tenant.clone();
-        foreign.insert(labels::MANAGED_BY.into(), "someone-else".into());
+        let with = |extra: Value| Kept::of(ChildKind::ConfigMap, &object(ChildKind::ConfigMap, "ics-a", "c", extra));
+        let tenant = with(json!({}));
+        let connector = with(json!({"metadata": {"labels": {labels::MANAGED_BY: labels::MANAGER_VALUE,
+            labels::TENANT: "ics-a", labels::CONNECTOR: "gp"}}}));
+        let foreign =
+            with(json!({"metadata": {"labels": {labels::MANAGED_BY: "someone-else", labels::TENANT: "ics-a"}}}));
         assert!(Owner::Tenant("ics-a").selects(&tenant));
         assert!(!Owner::Tenant("ics-b").selects(&tenant));
         assert!(!Owner::Tenant("ics-a").selects(&connector));
@@ -546,19 +684,18 @@ mod tests {
         assert!(!Owner::Connector("gp").selects(&tenant));
         assert!(!Owner::Tenant("ics-a").selects(&foreign));
     }
-    use std::collections::BTreeMap;
 
     #[test]
     fn a_memo_holds_only_for_the_desired_hash_and_version_it_confirmed() {
         let memo = Memo::default();
         let live = deployment(2, "t1");
         let key = key_of(ChildKind::Deployment, &live);
-        memo.confirm(key.clone(), 7, &live);
-        assert!(memo.holds(&key, 7, &live));
-        assert!(!memo.holds(&key, 8, &live), "a changed render is checked again");
+        memo.confirm(key.clone(), 7, fingerprint(&live));
+        assert!(memo.holds(&key, 7, Kept::of(ChildKind::Deployment, &live).fingerprint()));
+        assert!(!memo.holds(&key, 8, fingerprint(&live)), "a changed render is checked again");
         let mut edited = live.clone();
         edited.metadata.generation = Some(3);
-        assert!(!memo.holds(&key, 7, &edited), "someone else's edit is checked again");
+        assert!(!memo.holds(&key, 7, fingerprint(&edited)), "someone else's edit is checked again");
     }
 
     #[test]
@@ -567,10 +704,10 @@ mod tests {
         let mut written = deployment(2, "t1");
         written.metadata.resource_version = Some("20".into());
         children.wrote(ChildKind::Deployment, &written);
-        let stale = Arc::new(slim(ChildKind::Deployment, deployment(1, "t0")));
-        children.upsert(key_of(ChildKind::Deployment, &stale), stale, true);
+        let stale = deployment(1, "t0");
+        children.upsert(key_of(ChildKind::Deployment, &stale), Arc::new(Kept::of(ChildKind::Deployment, &stale)), true);
         let kept = children.of(&[ChildKind::Deployment], "ics-a", Owner::Tenant("ics-a"));
-        assert_eq!(kept[0].1.metadata.resource_version.as_deref(), Some("20"));
+        assert_eq!(kept[0].1.version, Some(20));
     }
 
     #[test]
@@ -579,12 +716,12 @@ mod tests {
         let mut woken = Box::pin(children.subscribe());
         let gone = object(ChildKind::ConfigMap, "ics-a", "old", json!({}));
         children.wrote(ChildKind::ConfigMap, &gone);
-        children.memo.confirm(key_of(ChildKind::ConfigMap, &gone), 1, &gone);
+        children.memo.confirm(key_of(ChildKind::ConfigMap, &gone), 1, fingerprint(&gone));
         children.replace(ChildKind::ConfigMap, Bucket::new());
         assert!(children.is_empty());
         assert!(children.memo.is_empty());
         let told = futures::executor::block_on(woken.next()).expect("the owner is told");
-        assert_eq!(told.name_any(), "old");
+        assert_eq!(told.key.name, "old");
     }
 
     #[test]

@@ -37,10 +37,7 @@ pub fn inputs(parts: impl Hash) -> Inputs {
 /// whether it is being deleted. Status changes of a child change nothing
 /// here: they never make an apply write.
 pub fn seen(live: &Live) -> Seen {
-    let each: Vec<_> = live
-        .iter()
-        .map(|(key, object)| (key, children::fingerprint(object), object.metadata.deletion_timestamp.is_some()))
-        .collect();
+    let each: Vec<_> = live.iter().map(|(key, kept)| (key, kept.fingerprint(), kept.deleting())).collect();
     Seen(children::hash_of(each))
 }
 

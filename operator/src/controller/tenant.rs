@@ -815,11 +815,7 @@ mod tests {
 
     #[test]
     fn what_the_child_store_keeps_of_a_ready_world_is_still_ready() {
-        let mut kept = Live::default();
-        for (key, object) in ready_world().iter() {
-            kept.insert(key.clone(), crate::controller::children::slim(key.kind, object.clone()));
-        }
-        let conditions = concluded(&tenant(CHESHIRE), &kept, &facts());
+        let conditions = concluded(&tenant(CHESHIRE), &ready_world().as_kept(), &facts());
         assert!(conditions.iter().all(Concluded::is_true), "{conditions:#?}");
     }
 

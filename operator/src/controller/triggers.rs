@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, watcher};
-use kube::{Resource, ResourceExt};
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::apply::Key;
 use super::caches::Cache;
-use super::children::Children;
+use super::children::{Children, Kept};
 use super::lists;
 use super::metrics::{KindLabel, Metrics};
 
@@ -148,7 +149,7 @@ where
     /// change of a managed child the shared child store passes on: those
     /// that can change the owner's outcome (see `children::relevance`).
     pub fn owned(self, children: &Children) -> Self {
-        self.on(children.subscribe().filter_map(|child| std::future::ready(owner_of::<K>(&*child))))
+        self.on(children.subscribe().filter_map(|change| std::future::ready(owner_of::<K>(&change.key, &change.kept))))
     }
 
     /// Wakes what `map` names for each change of a related object.
@@ -249,7 +250,7 @@ where
 
 /// The `K` that `child` names as an owner. Matching by group rather than
 /// apiVersion keeps children written by an older API version found.
-pub fn owner_of<K>(child: &impl Resource) -> Option<ObjectRef<K>>
+pub fn owner_of<K>(key: &Key, child: &Kept) -> Option<ObjectRef<K>>
 where
     K: Resource<DynamicType = ()> + 'static,
     K::Scope: 'static,
@@ -264,16 +265,14 @@ where
         // their tenant is the one their tenant label names.
         let is_tenant =
             kind == crate::api::CareRecordTenant::kind(&()) && group == crate::api::CareRecordTenant::group(&());
-        let annotated =
-            child.meta().annotations.as_ref().is_some_and(|a| a.contains_key(crate::render::labels::OWNER_UID));
-        let tenant = child.meta().labels.as_ref().and_then(|l| l.get(crate::render::labels::TENANT))?;
-        return (is_tenant && annotated).then(|| ObjectRef::<K>::new(tenant));
+        let tenant = child.label(crate::render::labels::TENANT)?;
+        return (is_tenant && child.owner_uid().is_some()).then(|| ObjectRef::<K>::new(tenant));
     };
     let reference = ObjectRef::<K>::new(&owner.name);
     // Owner references carry no namespace: a namespaced owner shares its
     // child's namespace; a cluster-scoped owner (a tenant) has none.
     Some(if TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>() {
-        reference.within(&child.namespace()?)
+        reference.within(key.namespace.as_deref()?)
     } else {
         reference
     })
@@ -283,6 +282,7 @@ where
 mod tests {
     use super::*;
     use crate::api::{CareRecordTenant, ProviderConnector};
+    use crate::render::child::ChildKind;
     use k8s_openapi::api::core::v1::ConfigMap;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
@@ -299,6 +299,17 @@ mod tests {
         child
     }
 
+    /// `owner_of` for `child` as the child store keeps it.
+    fn owner<K>(child: &ConfigMap) -> Option<ObjectRef<K>>
+    where
+        K: Resource<DynamicType = ()> + 'static,
+        K::Scope: 'static,
+    {
+        let object: kube::api::DynamicObject = serde_json::from_value(serde_json::to_value(child).unwrap()).unwrap();
+        let key = Key { kind: ChildKind::ConfigMap, namespace: child.metadata.namespace.clone(), name: "c".into() };
+        owner_of::<K>(&key, &Kept::of(ChildKind::ConfigMap, &object))
+    }
+
     fn queue() -> Queue<ConfigMap> {
         let (store, _writer) = kube::runtime::reflector::store();
         Queue::new(Gauge::default(), store)
@@ -307,13 +318,13 @@ mod tests {
     #[test]
     fn a_cluster_scoped_owner_is_found_without_a_namespace() {
         let child = owned_by("CareRecordTenant", "carerecord.dev/v1alpha1", "ics-a");
-        assert_eq!(owner_of::<CareRecordTenant>(&child), Some(ObjectRef::new("ics-a")));
+        assert_eq!(owner::<CareRecordTenant>(&child), Some(ObjectRef::new("ics-a")));
     }
 
     #[test]
     fn a_namespaced_owner_is_found_in_its_childs_namespace() {
         let child = owned_by("ProviderConnector", "carerecord.dev/v1alpha1", "gp");
-        assert_eq!(owner_of::<ProviderConnector>(&child), Some(ObjectRef::new("gp").within("ics-a")));
+        assert_eq!(owner::<ProviderConnector>(&child), Some(ObjectRef::new("gp").within("ics-a")));
     }
 
     #[test]
@@ -321,14 +332,14 @@ mod tests {
         let mut child = ConfigMap::default();
         child.metadata.labels = Some([(crate::render::labels::TENANT.to_string(), "ics-a".to_string())].into());
         child.metadata.annotations = Some([(crate::render::labels::OWNER_UID.to_string(), "u".to_string())].into());
-        assert_eq!(owner_of::<CareRecordTenant>(&child), Some(ObjectRef::new("ics-a")));
-        assert_eq!(owner_of::<ProviderConnector>(&child), None);
+        assert_eq!(owner::<CareRecordTenant>(&child), Some(ObjectRef::new("ics-a")));
+        assert_eq!(owner::<ProviderConnector>(&child), None);
     }
 
     #[test]
     fn an_owner_of_another_group_is_not_ours() {
         let child = owned_by("CareRecordTenant", "example.com/v1", "ics-a");
-        assert_eq!(owner_of::<CareRecordTenant>(&child), None);
+        assert_eq!(owner::<CareRecordTenant>(&child), None);
     }
 
     #[test]
