@@ -158,7 +158,8 @@ where
         // the operator and a status writer they are most of the object:
         // dropped before the store keeps it.
         let events =
-            watcher(api, config).default_backoff().modify(|object| object.managed_fields_mut().clear()).reflect(writer);
+            lists::gated(watcher(api, config).default_backoff().modify(|object| object.managed_fields_mut().clear()))
+                .reflect(writer);
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
             match event {

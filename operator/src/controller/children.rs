@@ -467,13 +467,13 @@ impl Children {
                     let events = watcher::watcher(api, lists::paged(config, lists::METADATA_PAGE))
                         .default_backoff()
                         .map(move |e| e.map(|e| as_dynamic_event(kind, e)));
-                    this.follow(kind, events).await
+                    this.follow(kind, lists::gated(events)).await
                 } else {
                     // Whole objects are kept small as each page arrives, so
                     // the page bounds the peak (see `lists`).
                     let api = Api::<DynamicObject>::all_with(client, &ar);
                     let config = lists::paged(config, lists::WHOLE_PAGE);
-                    this.follow(kind, watcher::watcher(api, config).default_backoff()).await
+                    this.follow(kind, lists::gated(watcher::watcher(api, config).default_backoff())).await
                 }
             }
         });

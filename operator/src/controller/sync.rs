@@ -321,7 +321,7 @@ impl SyncReader {
         let selector =
             format!("{}={},{}", labels::POD_COMPONENT, crate::render::tenant::CONNECTOR_COMPONENT, labels::CONNECTOR);
         let config = lists::paged(watcher::Config::default().labels(&selector), lists::WHOLE_PAGE);
-        let stream = watcher(Api::<Pod>::all(client), config).default_backoff();
+        let stream = lists::gated(watcher(Api::<Pod>::all(client), config).default_backoff());
         let mut stream = std::pin::pin!(stream);
         let mut listing: Option<ReadyPods> = None;
         loop {

@@ -245,7 +245,7 @@ where
 {
     // Paged as every list is (see `lists`); at the whole-object page size,
     // since `T` may be a whole object.
-    watcher(api, lists::paged(config, lists::WHOLE_PAGE)).default_backoff()
+    lists::gated(watcher(api, lists::paged(config, lists::WHOLE_PAGE)).default_backoff())
 }
 
 /// The `K` that `child` names as an owner. Matching by group rather than
