@@ -104,16 +104,26 @@ impl Events {
         // Cluster-scoped objects' Events live in "default", as kube's recorder puts them.
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let repeat = self.remembered().repeats(key, now);
-        let recent = match repeat {
+        let raised = match repeat {
             Some(mut recent) => {
                 recent.count += 1;
                 recent.last = now;
                 let series = json!({"series": {"count": recent.count, "lastObservedTime": MicroTime(now)}});
-                Api::<K8sEvent>::namespaced(self.client.clone(), &recent.namespace)
+                match Api::<K8sEvent>::namespaced(self.client.clone(), &recent.namespace)
                     .patch(&recent.name, &PatchParams::default(), &Patch::Merge(&series))
-                    .await?;
-                recent
+                    .await
+                {
+                    Ok(_) => Some(recent),
+                    // Deleted meanwhile (by someone, or the API server's
+                    // Event TTL): published afresh.
+                    Err(kube::Error::Api(e)) if e.code == 404 => None,
+                    Err(e) => return Err(e),
+                }
             }
+            None => None,
+        };
+        let recent = match raised {
+            Some(recent) => recent,
             None => {
                 let event = self.event(regarding, namespace, warning, reason, action, note, now);
                 let name = event.metadata.name.clone().unwrap_or_default();
