@@ -83,6 +83,11 @@ impl Live {
     /// Records a whole object (read from or written to the API server).
     pub fn insert(&mut self, key: Key, object: DynamicObject) {
         let kept = Arc::new(Kept::of(key.kind, &object));
+        self.insert_whole(key, kept, object);
+    }
+
+    /// Records a whole object with what the store keeps of it.
+    fn insert_whole(&mut self, key: Key, kept: Arc<Kept>, object: DynamicObject) {
         self.objects.insert(key, Seen { kept, whole: Some(Arc::new(object)) });
     }
 
@@ -247,8 +252,8 @@ impl<'a> Applier<'a> {
                 .inc();
         }
         if let Some(object) = object {
-            self.children.wrote(child.kind, &object);
-            live.insert(key, object);
+            let kept = self.children.wrote(child.kind, &object);
+            live.insert_whole(key, kept, object);
         }
         Ok(outcome)
     }
@@ -345,8 +350,8 @@ impl<'a> Applier<'a> {
         };
         let holds = is_subset(wanted, &serde_json::to_value(&whole).unwrap_or_default());
         if holds {
-            self.children.memo.confirm(key.clone(), desired_hash, children::fingerprint(&whole));
-            self.children.wrote(child.kind, &whole);
+            let kept = self.children.wrote(child.kind, &whole);
+            self.children.memo.confirm(key.clone(), desired_hash, kept.fingerprint());
         }
         Ok(holds)
     }

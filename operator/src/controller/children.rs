@@ -30,7 +30,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DynamicObject, TypeMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -116,13 +116,23 @@ pub fn project(kind: ChildKind, data: &Value) -> Value {
 
 /// What readiness reads of `kind`'s metadata: the generation its status
 /// must have observed, and, for the quota, when and where it was created
-/// (see `tenant::nudge_uncounted_quota`).
-fn projected_metadata(kind: ChildKind) -> &'static [&'static str] {
+/// (see `tenant::nudge_uncounted_quota`). Empty for other kinds.
+fn project_metadata(kind: ChildKind, meta: &ObjectMeta) -> serde_json::Map<String, Value> {
+    let mut picked = serde_json::Map::new();
+    let mut pick = |field: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            picked.insert(field.into(), value);
+        }
+    };
     match kind {
-        ChildKind::Deployment | ChildKind::StatefulSet => &["generation"],
-        ChildKind::ResourceQuota => &["creationTimestamp", "namespace"],
-        _ => &[],
+        ChildKind::Deployment | ChildKind::StatefulSet => pick("generation", meta.generation.map(Value::from)),
+        ChildKind::ResourceQuota => {
+            pick("creationTimestamp", meta.creation_timestamp.as_ref().and_then(|t| serde_json::to_value(t).ok()));
+            pick("namespace", meta.namespace.clone().map(Value::from));
+        }
+        _ => {}
     }
+    picked
 }
 
 /// The labels of a child that anything here reads: whose it is, and
@@ -162,21 +172,13 @@ impl Kept {
             .filter_map(|&key| labels.and_then(|l| l.get(key)).map(|v| (key, v.as_str().into())))
             .collect();
         let mut view = project(kind, &object.data);
-        let fields = projected_metadata(kind);
-        if !fields.is_empty() {
-            let field = |name: &str| match name {
-                "generation" => meta.generation.map(Value::from),
-                "creationTimestamp" => meta.creation_timestamp.as_ref().and_then(|t| serde_json::to_value(t).ok()),
-                "namespace" => meta.namespace.clone().map(Value::from),
-                _ => None,
-            };
-            let picked: serde_json::Map<String, Value> =
-                fields.iter().filter_map(|f| Some((f.to_string(), field(f)?))).collect();
+        let metadata = project_metadata(kind, meta);
+        if !metadata.is_empty() {
             if view.is_null() {
                 view = Value::Object(serde_json::Map::new());
             }
             if let Some(view) = view.as_object_mut() {
-                view.insert("metadata".into(), Value::Object(picked));
+                view.insert("metadata".into(), Value::Object(metadata));
             }
         }
         let fingerprint = fingerprint(object);
@@ -215,7 +217,7 @@ impl Kept {
         self.fingerprint
     }
 
-    /// What readiness reads (see `projected_fields`, `projected_metadata`).
+    /// What readiness reads (see `projected_fields`, `project_metadata`).
     pub fn view(&self) -> &Value {
         &self.view
     }
@@ -370,9 +372,11 @@ impl Children {
     /// Records an object this operator just wrote (the API server's
     /// answer), so the reconcile that wrote it, and the next, read their own
     /// write. Its watch event, arriving later, then changes nothing and
-    /// wakes nobody.
-    pub fn wrote(&self, kind: ChildKind, object: &DynamicObject) {
-        self.upsert(key_of(kind, object), Arc::new(Kept::of(kind, object)), false);
+    /// wakes nobody. Returns what the store now keeps of it.
+    pub fn wrote(&self, kind: ChildKind, object: &DynamicObject) -> Arc<Kept> {
+        let kept = Arc::new(Kept::of(kind, object));
+        self.upsert(key_of(kind, object), kept.clone(), false);
+        kept
     }
 
     /// Forgets a child this operator just deleted.

@@ -125,8 +125,25 @@ impl Events {
         let recent = match raised {
             Some(recent) => recent,
             None => {
-                let event = self.event(regarding, namespace, warning, reason, action, note, now);
-                let name = event.metadata.name.clone().unwrap_or_default();
+                // Named as kube's recorder names them.
+                let controller = &self.reporter.controller;
+                let name = format!("{}.{:x}", regarding.name.as_deref().unwrap_or(controller), now.as_nanosecond());
+                let event = K8sEvent {
+                    metadata: ObjectMeta {
+                        namespace: Some(namespace.into()),
+                        name: Some(name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    action: Some(action.into()),
+                    reason: Some(reason.into()),
+                    note: Some(note),
+                    event_time: Some(MicroTime(now)),
+                    regarding: Some(regarding.clone()),
+                    reporting_controller: Some(controller.clone()),
+                    reporting_instance: Some(self.reporter.instance.clone().unwrap_or_else(|| controller.clone())),
+                    type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+                    ..K8sEvent::default()
+                };
                 Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
                     .create(&PostParams::default(), &event)
                     .await?;
@@ -135,38 +152,6 @@ impl Events {
         };
         self.remembered().published(key, recent);
         Ok(())
-    }
-
-    /// A new Event, named as kube's recorder names them.
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &self,
-        regarding: &ObjectReference,
-        namespace: &str,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-        now: Timestamp,
-    ) -> K8sEvent {
-        let controller = &self.reporter.controller;
-        let subject = regarding.name.as_deref().unwrap_or(controller);
-        K8sEvent {
-            metadata: ObjectMeta {
-                namespace: Some(namespace.into()),
-                name: Some(format!("{subject}.{:x}", now.as_nanosecond())),
-                ..ObjectMeta::default()
-            },
-            action: Some(action.into()),
-            reason: Some(reason.into()),
-            note: Some(note),
-            event_time: Some(MicroTime(now)),
-            regarding: Some(regarding.clone()),
-            reporting_controller: Some(controller.clone()),
-            reporting_instance: Some(self.reporter.instance.clone().unwrap_or_else(|| controller.clone())),
-            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-            ..K8sEvent::default()
-        }
     }
 }
 

@@ -23,7 +23,7 @@
 
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Objects per page for kinds listed whole (pods, Deployments, connectors):
 /// a parsed object with its managedFields is tens of KiB.
@@ -40,10 +40,8 @@ pub fn paged(config: watcher::Config, page: u32) -> watcher::Config {
 /// How many watches of this process list at once.
 pub const CONCURRENT_LISTS: usize = 2;
 
-fn lists() -> std::sync::Arc<Semaphore> {
-    static LISTS: std::sync::OnceLock<std::sync::Arc<Semaphore>> = std::sync::OnceLock::new();
-    LISTS.get_or_init(|| std::sync::Arc::new(Semaphore::new(CONCURRENT_LISTS))).clone()
-}
+/// The process's permits to list (see `gated`).
+static LISTS: Semaphore = Semaphore::const_new(CONCURRENT_LISTS);
 
 /// `events` listing only while it holds one of the process's
 /// `CONCURRENT_LISTS` permits. A watcher emits `Init` before it asks for
@@ -53,18 +51,18 @@ fn lists() -> std::sync::Arc<Semaphore> {
 pub fn gated<K: Send + 'static>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
-    gated_by(events, lists())
+    gated_by(events, &LISTS)
 }
 
 fn gated_by<K: Send + 'static>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    gate: std::sync::Arc<Semaphore>,
+    gate: &'static Semaphore,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static {
-    let state = (Box::pin(events), None::<OwnedSemaphorePermit>, gate);
+    let state = (Box::pin(events), None::<SemaphorePermit<'static>>, gate);
     futures::stream::unfold(state, |(mut events, mut permit, gate)| async move {
         let event = events.next().await?;
         match &event {
-            Ok(watcher::Event::Init) => permit = gate.clone().acquire_owned().await.ok(),
+            Ok(watcher::Event::Init) => permit = gate.acquire().await.ok(),
             Ok(watcher::Event::InitDone) | Err(_) => permit = None,
             _ => {}
         }
@@ -89,9 +87,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_lists_only_while_it_holds_a_permit_and_lets_it_go_when_listed() {
-        let gate = std::sync::Arc::new(Semaphore::new(1));
-        let mut first = Box::pin(gated_by(futures::stream::iter(list_of(1)), gate.clone()));
-        let mut second = Box::pin(gated_by(futures::stream::iter(list_of(2)), gate.clone()));
+        let gate: &'static Semaphore = Box::leak(Box::new(Semaphore::new(1)));
+        let mut first = Box::pin(gated_by(futures::stream::iter(list_of(1)), gate));
+        let mut second = Box::pin(gated_by(futures::stream::iter(list_of(2)), gate));
         assert!(matches!(first.next().await, Some(Ok(watcher::Event::Init))));
         assert_eq!(gate.available_permits(), 0, "the first watch lists");
         let waiting = futures::poll!(second.next());
@@ -103,9 +101,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_list_lets_its_permit_go() {
-        let gate = std::sync::Arc::new(Semaphore::new(1));
+        let gate: &'static Semaphore = Box::leak(Box::new(Semaphore::new(1)));
         let events = vec![Ok(watcher::Event::<u32>::Init), Err(watcher::Error::NoResourceVersion)];
-        let mut watch = Box::pin(gated_by(futures::stream::iter(events), gate.clone()));
+        let mut watch = Box::pin(gated_by(futures::stream::iter(events), gate));
         let _ = watch.next().await;
         let _ = watch.next().await;
         assert_eq!(gate.available_permits(), 1);
