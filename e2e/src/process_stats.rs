@@ -10,6 +10,11 @@ pub struct Memory {
     pub rss_mib: f64,
     /// At its peak so far (VmHWM).
     pub peak_mib: f64,
+    /// Of the resident memory now, the anonymous part (RssAnon): the
+    /// process's own heap and stacks, without the clean pages of its binary
+    /// (which count in VmRSS, but how many of those are resident depends on
+    /// how the page cache came to hold the file, not on the process).
+    pub anon_mib: f64,
 }
 
 /// Resident memory now and at its peak.
@@ -22,7 +27,11 @@ pub fn memory(pid: u32) -> io::Result<Memory> {
             .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no {key} in /proc/{pid}/status")))
     };
-    Ok(Memory { rss_mib: kib("VmRSS:")? / 1024.0, peak_mib: kib("VmHWM:")? / 1024.0 })
+    Ok(Memory {
+        rss_mib: kib("VmRSS:")? / 1024.0,
+        peak_mib: kib("VmHWM:")? / 1024.0,
+        anon_mib: kib("RssAnon:")? / 1024.0,
+    })
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -62,6 +71,7 @@ mod tests {
         let pid = std::process::id();
         let m = memory(pid).unwrap();
         assert!(m.rss_mib > 0.0 && m.peak_mib >= m.rss_mib);
+        assert!(m.anon_mib > 0.0 && m.anon_mib <= m.rss_mib);
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
     }
 }

@@ -194,6 +194,10 @@ fn operator_kubeconfig() -> Result<PathBuf> {
 struct OperatorProcess {
     child: Child,
     port: u16,
+    /// The largest anonymous resident memory seen so far, in KiB: Linux
+    /// keeps a peak of the whole RSS (VmHWM) but not of its anonymous part,
+    /// so a thread samples it.
+    anon_peak_kib: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl OperatorProcess {
@@ -211,7 +215,16 @@ impl OperatorProcess {
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()?;
-        Ok(Self { child, port })
+        let anon_peak_kib = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (pid, peak) = (child.id(), anon_peak_kib.clone());
+        // Ends when the process has gone (its /proc entry with it).
+        std::thread::spawn(move || {
+            while let Ok(memory) = e2e::process_stats::memory(pid) {
+                peak.fetch_max((memory.anon_mib * 1024.0) as u64, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Ok(Self { child, port, anon_peak_kib })
     }
 
     fn metrics(&self) -> String {
@@ -224,6 +237,12 @@ impl OperatorProcess {
         let pid = self.child.id();
         let peak = e2e::process_stats::memory(pid).map(|m| m.peak_mib).unwrap_or(0.0);
         (peak, e2e::process_stats::cpu_seconds(pid).unwrap_or(0.0))
+    }
+
+    /// The peak of the anonymous part of its resident memory, in MiB (as
+    /// sampled every 200 ms).
+    fn anon_peak(&self) -> f64 {
+        self.anon_peak_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
     }
 
     /// Stops it gracefully (SIGTERM), waiting for it to exit.
@@ -580,6 +599,7 @@ async fn run(args: Args) -> Result<()> {
     let p50 = quantile_ms(&before_buckets, &after_buckets, 0.5);
     let p99 = quantile_ms(&before_buckets, &after_buckets, 0.99);
     let (rss, cpu) = operator.cost();
+    let anon = operator.anon_peak();
 
     // 4. Restart over the converged set: writes and time until every tenant
     // has been reconciled again.
@@ -598,6 +618,7 @@ async fn run(args: Args) -> Result<()> {
     let restart_writes = operator_writes(since, jiff::Timestamp::now());
     let restart_reads = metric_sum(&operator2.metrics(), CHILD_READS, "");
     let (rss2, _) = operator2.cost();
+    let anon2 = operator2.anon_peak();
     operator2.stop();
 
     let results = json!({
@@ -610,6 +631,8 @@ async fn run(args: Args) -> Result<()> {
         "rss_mib": rss.max(rss2),
         "rss_first_mib": rss,
         "rss_restart_mib": rss2,
+        "anon_first_mib": anon,
+        "anon_restart_mib": anon2,
         "cpu_s": cpu,
         "noop_reconcile_p50_ms": p50,
         "noop_reconcile_p99_ms": p99,
@@ -637,6 +660,7 @@ async fn run(args: Args) -> Result<()> {
     println!("{:<42} {:>12.2}", "restart: time to resync (s)", resync);
     println!("{:<42} {:>12.1}", "operator peak RSS (MiB)", rss.max(rss2));
     println!("{:<42} {:>12}", "  first operator / restarted (MiB)", format!("{rss:.1}/{rss2:.1}"));
+    println!("{:<42} {:>12}", "  anonymous: first / restarted (MiB)", format!("{anon:.1}/{anon2:.1}"));
     println!("{:<42} {:>12.2}", "operator CPU until steady (s)", cpu);
     println!("{:<42} {:>12}", "no-op reconcile p50 / p99 (ms, bucket)", format!("{p50:?}/{p99:?}"));
 

@@ -11,6 +11,7 @@ pub mod events;
 pub mod generated;
 pub mod lists;
 pub mod metrics;
+pub mod pacing;
 pub mod prober;
 pub mod rbac;
 pub mod readiness;
@@ -91,6 +92,9 @@ pub struct Context {
     pub metrics: std::sync::Arc<metrics::Metrics>,
     /// Tenants whose last reconcile found every child in place.
     pub(crate) steady: steady::Steady<tenant::HeldBack>,
+    /// When each tenant's status was last written, so that counts still
+    /// converging are written at a steady pace (`pacing.rs`).
+    pub(crate) progress: pacing::Pacer,
     backoff: Mutex<HashMap<String, u32>>,
 }
 
@@ -110,6 +114,7 @@ impl Context {
             client,
             settings,
             steady: steady::Steady::default(),
+            progress: pacing::Pacer::new(tenant::PROGRESS_EVERY),
             backoff: Mutex::default(),
         }
     }

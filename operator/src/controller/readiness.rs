@@ -32,25 +32,27 @@ fn int(v: &Value, path: &[&str]) -> i64 {
     path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_i64).unwrap_or(0)
 }
 
-/// A Deployment is ready when its current generation has every replica available.
+/// A Deployment is ready when its current generation has every replica
+/// available. While it is not, the message counts the replicas of the
+/// latest spec known available, the same words whether or not the
+/// Deployment controller has seen that spec yet: a message that changed
+/// between the two would be one more status write of every connector and
+/// tenant as it starts, telling nobody anything.
 pub fn deployment(d: Option<&Value>) -> Verdict {
     let Some(d) = d else { return Verdict::waiting("NotCreated", "the Deployment does not exist yet") };
     let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
-    let observed = int(d, &["status", "observedGeneration"]);
-    let generation = int(d, &["metadata", "generation"]);
+    let observed = int(d, &["status", "observedGeneration"]) >= int(d, &["metadata", "generation"]);
     let available = int(d, &["status", "availableReplicas"]);
     let updated = int(d, &["status", "updatedReplicas"]);
-    if observed < generation {
-        return Verdict::waiting("Progressing", "the Deployment controller has not seen the latest spec yet");
-    }
-    if want == 0 {
+    if observed && want == 0 {
         return Verdict::ready("ScaledToZero", "scaled to zero");
     }
-    if available >= want && updated >= want {
-        Verdict::ready("Available", format!("{available}/{want} replicas available"))
-    } else {
-        Verdict::waiting("Progressing", format!("{available}/{want} replicas available"))
+    if observed && available >= want && updated >= want {
+        return Verdict::ready("Available", format!("{available}/{want} replicas available"));
     }
+    // Counts from a status of an older spec are not the latest spec's.
+    let latest = if observed { available.min(updated) } else { 0 };
+    Verdict::waiting("Progressing", format!("{latest}/{want} replicas of the latest spec available"))
 }
 
 /// The resources a ResourceQuota caps whose usage the quota controller has
@@ -184,6 +186,22 @@ mod tests {
     fn deployment_not_yet_observed_is_not_ready() {
         let d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 1}, "status": {"observedGeneration": 2, "availableReplicas": 1, "updatedReplicas": 1}});
         assert!(!deployment(Some(&d)).ready);
+    }
+
+    #[test]
+    fn a_deployment_reads_the_same_before_and_after_its_controller_sees_it() {
+        let created = json!({"metadata": {"generation": 1}, "spec": {"replicas": 1}});
+        let observed = json!({"metadata": {"generation": 1}, "spec": {"replicas": 1},
+                              "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}});
+        let (before, after) = (deployment(Some(&created)), deployment(Some(&observed)));
+        assert_eq!((before.reason, before.message), (after.reason, after.message));
+    }
+
+    #[test]
+    fn a_rollout_not_yet_observed_counts_none_of_the_old_replicas() {
+        let d = json!({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+                       "status": {"observedGeneration": 2, "availableReplicas": 2, "updatedReplicas": 2}});
+        assert_eq!(deployment(Some(&d)).message, "0/2 replicas of the latest spec available");
     }
 
     #[test]

@@ -45,6 +45,9 @@ const RESYNC_READY: Duration = Duration::from_secs(15 * 60);
 /// Requeue while onboarding, in case a child's controller is silent.
 const RESYNC_WAITING: Duration = Duration::from_secs(60);
 
+/// The pace of status writes that only report connectors still becoming
+/// ready (`pacing.rs` says why).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How soon to look again at a quota the quota controller has not counted.
 const QUOTA_RECHECK: Duration = Duration::from_secs(5);
 /// How long a quota may stay uncounted before it is created afresh.
@@ -280,12 +283,13 @@ async fn apply_tenant(tenant: Arc<CareRecordTenant>, ctx: &Context) -> Result<Ac
     conclusion.connectors = Some(connectors);
     conclusion.active_agreements = Some(active_count);
     let ready = conclusion.conditions.iter().all(Concluded::is_true);
-    finish(&tenant, ctx, conclusion).await?;
+    let deferred = finish(&tenant, ctx, conclusion).await?;
+    let mut after = if ready || tenant.spec.suspend { RESYNC_READY } else { RESYNC_WAITING };
     if quota_age.is_some() {
         // The quota controller does not say when it has counted: look again soon.
-        return Ok(Action::requeue(QUOTA_RECHECK));
+        after = QUOTA_RECHECK;
     }
-    Ok(Action::requeue(if ready || tenant.spec.suspend { RESYNC_READY } else { RESYNC_WAITING }))
+    Ok(Action::requeue(deferred.map_or(after, |wait| wait.min(after))))
 }
 
 /// Renders the tenant's children and applies and prunes them. Returns what
@@ -582,8 +586,10 @@ fn conclude(observed: Observation<'_>) -> Conclusion {
 }
 
 /// Turns a conclusion into a status, writes it if it changed and publishes
-/// Events for transitions.
-async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion) -> Result<()> {
+/// Events for transitions. A change that only reports connectors still
+/// becoming ready waits for the pace (`pacing.rs`): then it returns how
+/// long, for the reconcile to look again.
+async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion) -> Result<Option<Duration>> {
     let previous = tenant.status.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
     let ready = conclusion.conditions.iter().any(|c| c.observed.type_ == C::Ready.as_str() && c.is_true());
@@ -613,12 +619,31 @@ async fn finish(tenant: &CareRecordTenant, ctx: &Context, conclusion: Conclusion
         active_agreements: conclusion.active_agreements.or(previous.active_agreements),
         onboarded_at: previous.onboarded_at.clone().or_else(|| (phase == TenantPhase::Ready).then(|| now.clone())),
     };
+    let uid = tenant.uid().unwrap_or_default();
+    let at = std::time::Instant::now();
+    if let Some(current) = tenant.status.as_ref()
+        && progress_only(current, &status)
+        && let Some(wait) = ctx.progress.wait(&uid, at)
+    {
+        return Ok(Some(wait));
+    }
     let api = Api::<CareRecordTenant>::all(ctx.client.clone());
     let written = status::write_if_changed(&api, tenant, tenant.status.as_ref(), &status, same_status).await?;
     if written {
+        ctx.progress.wrote(&uid, at);
         publish_transitions(tenant, ctx, &previous, &status, &warnings).await;
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Whether `new` differs from `current` only in counts of connectors that
+/// have not all become ready: progress, which may wait for the pace. Counts
+/// that have settled (every connector ready) are news and never wait.
+fn progress_only(current: &CareRecordTenantStatus, new: &CareRecordTenantStatus) -> bool {
+    let settled = new.connectors.is_none_or(|c| c.ready == c.total);
+    !settled
+        && current.connectors != new.connectors
+        && same_status(current, &CareRecordTenantStatus { connectors: current.connectors, ..new.clone() })
 }
 
 fn same_status(a: &CareRecordTenantStatus, b: &CareRecordTenantStatus) -> bool {
@@ -889,5 +914,36 @@ mod tests {
         let ready = find(&conditions, C::Ready);
         assert!(ready.is_true());
         assert_eq!(ready.observed.reason, R::Suspended.as_str());
+    }
+
+    fn onboarding_with(ready: i32, total: i32) -> CareRecordTenantStatus {
+        CareRecordTenantStatus {
+            observed_generation: Some(1),
+            phase: Some(TenantPhase::Onboarding),
+            connectors: Some(ConnectorCounts { ready, total }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_count_of_connectors_still_becoming_ready_is_progress() {
+        assert!(progress_only(&onboarding_with(1, 20), &onboarding_with(2, 20)));
+    }
+
+    #[test]
+    fn counts_that_have_settled_are_not_progress() {
+        assert!(!progress_only(&onboarding_with(19, 20), &onboarding_with(20, 20)));
+    }
+
+    #[test]
+    fn a_change_beyond_the_counts_is_not_progress() {
+        let mut ready = onboarding_with(2, 20);
+        ready.phase = Some(TenantPhase::Ready);
+        assert!(!progress_only(&onboarding_with(1, 20), &ready));
+    }
+
+    #[test]
+    fn an_unchanged_status_is_not_progress() {
+        assert!(!progress_only(&onboarding_with(1, 20), &onboarding_with(1, 20)));
     }
 }
