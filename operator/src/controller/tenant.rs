@@ -156,11 +156,35 @@ pub async fn reconcile(tenant: Arc<CareRecordTenant>, ctx: Arc<Context>) -> Resu
         Ok(action) => action,
         // A reconcile queued before the tenant went away: already released.
         Err(FinalizerError::RemoveFinalizer(kube::Error::Api(e))) if e.code == 404 => Action::await_change(),
+        // The cached tenant was older than the API server's (another wake-up
+        // already added the finalizer, or the tenant is being deleted): the
+        // patch's test refused it, and the watch brings the newer tenant.
+        Err(e) if finalizer_read_stale(&e) => {
+            tracing::debug!(error = %e, "finalizer patch refused: the cached tenant was stale");
+            Action::requeue(STALE_RETRY)
+        }
         Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => return Err(e),
         Err(other) => return Err(Error::Finalizer(other.to_string())),
     };
     ctx.reset_backoff(&super::backoff_key("tenant", &*tenant_ref));
     Ok(action)
+}
+
+/// When to look again at a tenant whose finalizer patch met a newer tenant,
+/// should its watch event not come first.
+const STALE_RETRY: Duration = Duration::from_secs(2);
+
+/// Whether the finalizer patch failed only because the tenant it was built
+/// from is no longer the API server's: its JSON patch `test` failed (422,
+/// also returned when no finalizer may be added to a tenant being deleted)
+/// or the write conflicted (409). Neither needs a person, so neither warns.
+fn finalizer_read_stale(error: &kube::runtime::finalizer::Error<Error>) -> bool {
+    use kube::runtime::finalizer::Error as FinalizerError;
+    matches!(
+        error,
+        FinalizerError::AddFinalizer(kube::Error::Api(e)) | FinalizerError::RemoveFinalizer(kube::Error::Api(e))
+            if e.code == 422 || e.code == 409
+    )
 }
 
 /// What a reconcile concluded, before it becomes a status.
@@ -945,5 +969,24 @@ mod tests {
     #[test]
     fn an_unchanged_status_is_not_progress() {
         assert!(!progress_only(&onboarding_with(1, 20), &onboarding_with(1, 20)));
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("refused", "Invalid").with_code(code)))
+    }
+
+    #[test]
+    fn a_finalizer_patch_whose_test_failed_is_a_stale_read_not_a_failure() {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        assert!(finalizer_read_stale(&FinalizerError::AddFinalizer(api_error(422))));
+        assert!(finalizer_read_stale(&FinalizerError::RemoveFinalizer(api_error(422))));
+        assert!(finalizer_read_stale(&FinalizerError::AddFinalizer(api_error(409))));
+    }
+
+    #[test]
+    fn a_finalizer_patch_the_operator_may_not_make_is_a_failure() {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        assert!(!finalizer_read_stale(&FinalizerError::AddFinalizer(api_error(403))));
+        assert!(!finalizer_read_stale(&FinalizerError::<Error>::UnnamedObject));
     }
 }
