@@ -6,8 +6,9 @@
 //! `e2e/dataplane up` starts all three and writes the environment these
 //! tests read (e2e/.dataplane/env, or DATAPLANE_ENV).
 //!
-//! One behaviour per test. The expiry test rewrites the policy file, so it
-//! takes the data plane alone; the others share it.
+//! One behaviour per test. The expiry test rewrites the policy file and the
+//! reload test the configuration file, so each takes the data plane alone;
+//! the others share it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -70,6 +71,15 @@ impl Plane {
     }
 
     /// The store's own answer, past the gateway: for checks only.
+    /// `gateway_config_reloads_total{result="ok"}` from the gateway's metrics.
+    async fn config_reloads(&self) -> f64 {
+        let url = format!("{}/metrics", self.var("GATEWAY_ADMIN_URL"));
+        let text = self.http.get(url).send().await.expect("metrics answer").text().await.expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("gateway_config_reloads_total{result=\"ok\"} "))
+            .map_or(0.0, |v| v.trim().parse().expect("a counter value"))
+    }
+
     async fn store(&self, path: &str) -> Value {
         let url = format!("{}/{path}", self.var("STORE_URL"));
         let response = self.http.get(url).header("Cache-Control", "no-cache").send().await.expect("store answers");
@@ -414,4 +424,50 @@ async fn an_agreement_whose_expiry_passes_while_the_gateway_runs_stops_sharing()
     }
     assert!(shared, "the agreement was not honoured before it expired");
     assert_eq!(after, StatusCode::FORBIDDEN, "{body}");
+}
+
+#[tokio::test]
+async fn an_organisation_added_to_the_configuration_is_served_without_a_restart() {
+    let _alone = POLICY.write().await;
+    let plane = plane();
+    let path = plane.var("GATEWAY_CONFIG_FILE").to_string();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let joining = plane.var("OUTSIDER_ODS").to_string();
+    let url = format!("{}/Condition", plane.var("TENANT_BASE"));
+    let token = plane.token("OUTSIDER").await;
+    let reloads_before = plane.config_reloads().await;
+    let before = plane.get(&url, Some(&token)).await.0;
+
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&original).unwrap();
+    let organisations = config["tenant"]["organisations"].as_sequence_mut().expect("tenant.organisations");
+    organisations.push(serde_yaml::Value::String(joining));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let mut after = before;
+    for _ in 0..40 {
+        after = plane.get(&url, Some(&token)).await.0;
+        if after == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    std::fs::write(&path, &original).unwrap();
+    // Let the gateway read the original configuration again before others run.
+    let mut restored = after;
+    for _ in 0..40 {
+        restored = plane.get(&url, Some(&token)).await.0;
+        if restored == StatusCode::FORBIDDEN {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Counters start at zero in a new process: two more reloads mean the
+    // same gateway took up both changes.
+    let reloads_after = plane.config_reloads().await;
+    assert!(
+        reloads_after >= reloads_before + 2.0,
+        "reloads {reloads_before} -> {reloads_after}: the gateway restarted"
+    );
+    assert_eq!(before, StatusCode::FORBIDDEN, "the organisation acted for the tenant before it joined");
+    assert_eq!(after, StatusCode::OK, "the organisation that joined was not served");
+    assert_eq!(restored, StatusCode::FORBIDDEN, "the organisation removed again is still served");
 }

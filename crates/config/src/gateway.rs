@@ -9,6 +9,12 @@ use crate::version::GatewayApiVersion;
 
 /// Configuration of one tenant's record gateway, rendered by the operator
 /// into the gateway's ConfigMap.
+///
+/// A running gateway rereads this file when it changes and takes up who may
+/// act for the tenant (`tenant.organisations`) and the push connectors
+/// (`inboundConnectors`), so that a provider joining the tenant restarts
+/// nothing. Every other field is read at start-up (see
+/// [`GatewayConfig::start_up_part`]).
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewayConfig {
@@ -36,9 +42,22 @@ pub struct GatewayConfig {
     /// changes. Absent: no agreements, so every federation request is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<String>,
-    /// Push connectors served at `/inbound/<name>`.
+    /// Push connectors served at `/inbound/<name>`. Reloaded while running.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound_connectors: Vec<InboundConnector>,
+}
+
+impl GatewayConfig {
+    /// The configuration without what a running gateway reloads
+    /// (`tenant.organisations`, `inboundConnectors`): the part that takes a
+    /// restart to change. The operator hashes it onto the gateway's pod
+    /// template.
+    pub fn start_up_part(&self) -> Self {
+        let mut part = self.clone();
+        part.tenant.organisations.clear();
+        part.inbound_connectors.clear();
+        part
+    }
 }
 
 /// The tenant (an Integrated Care System) and the organisations acting for it.
@@ -48,7 +67,7 @@ pub struct Tenant {
     /// Name of the CareRecordTenant.
     pub name: String,
     /// ODS codes allowed to act for the tenant on its own `/fhir`: the tenant's ICB
-    /// code and the ODS codes of its providers.
+    /// code and the ODS codes of its providers. Reloaded while running.
     pub organisations: Vec<String>,
 }
 

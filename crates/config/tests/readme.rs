@@ -92,3 +92,19 @@ fn a_connector_status_of_another_version_is_rejected() {
     let text = yaml_blocks()[3].replace("connector-status/v1", "connector-status/v2");
     assert!(serde_yaml::from_str::<carerecord_config::ConnectorStatus>(&text).is_err());
 }
+
+#[test]
+fn the_start_up_part_leaves_out_only_what_a_running_gateway_reloads() {
+    let config: GatewayConfig = serde_yaml::from_str(&yaml_blocks()[0]).unwrap();
+    let part = config.start_up_part();
+    assert!(part.tenant.organisations.is_empty());
+    assert!(part.inbound_connectors.is_empty());
+    let reloaded = GatewayConfig {
+        tenant: carerecord_config::Tenant { organisations: vec!["QHM".into()], ..config.tenant.clone() },
+        inbound_connectors: Vec::new(),
+        ..config.clone()
+    };
+    assert_eq!(reloaded.start_up_part(), part);
+    let moved = GatewayConfig { upstream_url: "http://elsewhere:8080/fhir".into(), ..config.clone() };
+    assert_ne!(moved.start_up_part(), part);
+}

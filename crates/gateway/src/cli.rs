@@ -12,14 +12,14 @@ use crate::metrics::Metrics;
 use crate::objections::Objections;
 use crate::paging::PageKey;
 use crate::policy::{Policy, PolicyError};
-use crate::reload::{self, PolicyHandle};
+use crate::reload::{self, PolicyHandle, SettingsHandle};
 use crate::server::{self, Gateway};
 use crate::settings::{self, Settings, SettingsError};
 
 /// How long patients' objections are cached.
 const OBJECTIONS_TTL: Duration = Duration::from_secs(5);
-/// How often the policy file is checked for changes.
-const POLICY_POLL: Duration = Duration::from_secs(1);
+/// How often the policy and configuration files are checked for changes.
+const POLL: Duration = Duration::from_secs(1);
 /// Least time between two JWKS refreshes caused by unknown `kid`s.
 const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 /// Upstream request timeout.
@@ -111,6 +111,27 @@ fn page_key(path: Option<&PathBuf>) -> Result<PageKey, RunError> {
     Ok(PageKey::from_secret(&secret))
 }
 
+/// How a changed configuration file becomes the settings in force: its
+/// reloadable part is taken up; a changed start-up field (`start_up`, as the
+/// gateway started) is logged and waits for the restart the operator's
+/// config hash brings.
+fn reload_config(
+    args: GatewayArgs,
+    start_up: carerecord_config::GatewayConfig,
+    running: SettingsHandle,
+) -> impl Fn(&std::path::Path) -> Result<Settings, SettingsError> {
+    move |_| {
+        let config = effective_config(&args)?;
+        let settings = running.current().reloaded(&config)?;
+        if config.start_up_part() != start_up {
+            tracing::warn!(
+                "the gateway configuration changed a field read at start-up; it takes effect at the next start"
+            );
+        }
+        Ok(settings)
+    }
+}
+
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub async fn run(args: GatewayArgs) -> Result<(), RunError> {
     init_logging();
@@ -146,8 +167,24 @@ pub async fn run(args: GatewayArgs) -> Result<(), RunError> {
     auth.prefetch().await;
     let objections = Objections::new(http.clone(), settings.upstream.clone(), OBJECTIONS_TTL);
     if let Some(path) = policy_path {
-        tokio::spawn(reload::watch(path, policy.clone(), POLICY_POLL, metrics.clone()));
+        tokio::spawn(reload::watch(
+            path,
+            policy.clone(),
+            POLL,
+            reload::load,
+            "sharing policy",
+            metrics.policy_reloads.clone(),
+        ));
     }
+    let settings = SettingsHandle::new(settings);
+    tokio::spawn(reload::watch(
+        args.config.clone(),
+        settings.clone(),
+        POLL,
+        reload_config(args.clone(), config.start_up_part(), settings.clone()),
+        "gateway configuration",
+        metrics.config_reloads.clone(),
+    ));
     let gateway = Arc::new(Gateway { settings, policy, auth, http, audit, objections, metrics });
 
     let ready = Arc::new(Readiness::default());

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub audit_failures: Counter,
     pub audit_queue: Gauge,
     pub policy_reloads: Family<ResultLabels, Counter>,
+    pub config_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -46,6 +47,7 @@ impl Metrics {
             audit_failures: Counter::default(),
             audit_queue: Gauge::default(),
             policy_reloads: Family::default(),
+            config_reloads: Family::default(),
         };
         registry.register("gateway_requests", "Requests by route, decision and reason", metrics.requests.clone());
         registry.register(
@@ -69,6 +71,11 @@ impl Metrics {
             metrics.audit_queue.clone(),
         );
         registry.register("gateway_policy_reloads", "Sharing policy reloads by result", metrics.policy_reloads.clone());
+        registry.register(
+            "gateway_config_reloads",
+            "Reloads of the configuration's reloadable part (organisations, push connectors) by result",
+            metrics.config_reloads.clone(),
+        );
         // Every reason starts at zero, so that rate() sees the first refusal.
         for reason in Reason::ALL {
             for route in ["tenant", "federation", "inbound", "other"] {

@@ -20,7 +20,7 @@ use crate::filter::{self, Filtered};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::objections::Objections;
 use crate::outcome::{bearer_challenge, operation_outcome};
-use crate::reload::PolicyHandle;
+use crate::reload::{PolicyHandle, SettingsHandle};
 use crate::request::{self, HttpRequest, Method};
 use crate::settings::Settings;
 
@@ -38,7 +38,7 @@ const FORWARDED_FHIR_HEADERS: &[&str] = &["if-none-exist", "prefer"];
 
 /// Everything a request needs.
 pub struct Gateway {
-    pub settings: Settings,
+    pub settings: SettingsHandle,
     pub policy: PolicyHandle,
     pub auth: Authenticator,
     pub http: reqwest::Client,
@@ -76,8 +76,8 @@ async fn handle(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Respo
     };
     let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let http_request = HttpRequest { method, path: &path, query: query.as_deref(), accept };
-    let policy = gw.policy.current();
-    let decision = decision::decide(&http_request, &caller, &gw.settings, &policy, Timestamp::now());
+    let (settings, policy) = (gw.settings.current(), gw.policy.current());
+    let decision = decision::decide(&http_request, &caller, &settings, &policy, Timestamp::now());
     let outcome = match decision {
         Decision::Deny { reason, .. } => Outcome {
             // The audit names what was asked for, even when it is refused.
@@ -85,9 +85,9 @@ async fn handle(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Respo
             forwarded_query: query.clone(),
             ..Outcome::refused(reason)
         },
-        Decision::Allow { forward, filter } => serve(&gw, None, forward, filter, &parts.headers, body).await,
+        Decision::Allow { forward, filter } => serve(&gw, &settings, None, forward, filter, &parts.headers, body).await,
         Decision::AllowFederated { agreement, forward, filter } => {
-            serve(&gw, Some(agreement), forward, filter, &parts.headers, body).await
+            serve(&gw, &settings, Some(agreement), forward, filter, &parts.headers, body).await
         }
     };
     finish(&gw, started, &path, method, route, Some(&caller), outcome).await
@@ -137,6 +137,7 @@ impl From<Reason> for Outcome {
 
 async fn serve(
     gw: &Gateway,
+    settings: &Settings,
     agreement: Option<String>,
     forward: Forward,
     rules: FilterRules,
@@ -171,7 +172,7 @@ async fn serve(
     } else {
         BTreeSet::new()
     };
-    let upstream = match upstream_request(gw, &forward, headers, body, federated) {
+    let upstream = match upstream_request(gw, settings, &forward, headers, body, federated) {
         Some(r) => r,
         None => {
             outcome.response = Err(Reason::UnknownRoute);
@@ -205,7 +206,7 @@ async fn serve(
     }
     let is_json =
         upstream_headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
-    let cx = filter::Context { rules: &rules, objecting: &objecting, pages: &gw.settings.page_key };
+    let cx = filter::Context { rules: &rules, objecting: &objecting, pages: &settings.page_key };
     let body = if bytes.is_empty() {
         bytes
     } else if is_json {
@@ -255,14 +256,15 @@ async fn serve(
 
 fn upstream_request(
     gw: &Gateway,
+    settings: &Settings,
     forward: &Forward,
     headers: &HeaderMap,
     body: Bytes,
     federated: bool,
 ) -> Option<reqwest::RequestBuilder> {
     let base = match &forward.target {
-        Target::Store => gw.settings.upstream.clone(),
-        Target::Connector(name) => gw.settings.inbound.get(name)?.upstream.clone(),
+        Target::Store => settings.upstream.clone(),
+        Target::Connector(name) => settings.inbound.get(name)?.upstream.clone(),
     };
     let mut url = base;
     {
@@ -375,7 +377,7 @@ async fn finish(
         patients: outcome.patients.clone(),
         agreement: outcome.agreement.as_deref(),
         failure,
-        tenant: &gw.settings.tenant,
+        tenant: &gw.settings.current().tenant,
     };
     let event = audit_event(&facts);
     let audited = if outcome.confirm_audit && failure.is_none() {

@@ -79,8 +79,75 @@ impl Settings {
         })
     }
 
+    /// These settings with what a running gateway takes up from a changed
+    /// configuration file: who acts for the tenant and the push connectors.
+    /// The rest was read at start-up (the audit writer and the objections
+    /// reader already hold the upstream) and stays; a change to it waits for
+    /// the next start, which the operator's config hash brings. Pure.
+    pub fn reloaded(&self, config: &config::GatewayConfig) -> Result<Self, SettingsError> {
+        let newer = Self::compile(config, self.page_key.clone())?;
+        Ok(Self { organisations: newer.organisations, inbound: newer.inbound, ..self.clone() })
+    }
+
     /// Path of the store's base (e.g. `/fhir`), without the trailing slash.
     pub fn upstream_base_path(&self) -> &str {
         self.upstream.path().trim_end_matches('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+apiVersion: carerecord.dev/gateway/v1
+tenant: {name: cheshire, organisations: [QYG]}
+publicBaseUrl: https://cheshire.example
+upstreamUrl: http://record-store:8080/fhir
+listen: 127.0.0.1:8080
+adminListen: 127.0.0.1:9090
+issuers: [{issuer: "https://issuer.example", audience: record-gateway}]
+"#;
+
+    fn config(edit: impl FnOnce(&mut config::GatewayConfig)) -> config::GatewayConfig {
+        let mut c: config::GatewayConfig = serde_yaml::from_str(CONFIG).unwrap();
+        edit(&mut c);
+        c
+    }
+
+    fn running() -> Settings {
+        Settings::compile(&config(|_| {}), PageKey::from_secret(&[7; 32])).unwrap()
+    }
+
+    #[test]
+    fn a_reload_takes_up_new_organisations_and_push_connectors() {
+        let newer = config(|c| {
+            c.tenant.organisations.push("G3472185".into());
+            c.inbound_connectors.push(config::InboundConnector {
+                name: "emis-practices".into(),
+                provider_ods_code: "G3472185".into(),
+                upstream_url: "http://connector-emis-practices:8080".into(),
+            });
+        });
+        let reloaded = running().reloaded(&newer).unwrap();
+        assert!(reloaded.organisations.contains("G3472185"));
+        assert_eq!(reloaded.inbound["emis-practices"].provider_ods_code, "G3472185");
+    }
+
+    #[test]
+    fn a_reload_keeps_what_was_read_at_start_up() {
+        let moved = config(|c| {
+            c.upstream_url = "http://elsewhere:8080/fhir".into();
+            c.public_base_url = "https://elsewhere.example".into();
+        });
+        let reloaded = running().reloaded(&moved).unwrap();
+        assert_eq!(reloaded.upstream.as_str(), "http://record-store:8080/fhir/");
+        assert_eq!(reloaded.public_base_url, "https://cheshire.example");
+    }
+
+    #[test]
+    fn a_reload_of_an_invalid_configuration_is_refused() {
+        let invalid = config(|c| c.tenant.organisations.push("not an ODS code".into()));
+        assert!(running().reloaded(&invalid).is_err());
     }
 }

@@ -16,7 +16,7 @@ use carerecord_gateway::metrics::Metrics;
 use carerecord_gateway::objections::Objections;
 use carerecord_gateway::paging::PageKey;
 use carerecord_gateway::policy::Policy;
-use carerecord_gateway::reload::PolicyHandle;
+use carerecord_gateway::reload::{PolicyHandle, SettingsHandle};
 use carerecord_gateway::server::{Gateway, router};
 use carerecord_gateway::settings::Settings;
 use serde_json::{Value, json};
@@ -166,7 +166,7 @@ audit: {{bufferSize: 16, flushBoundMs: 500}}
         auth: Authenticator::new(&config.issuers, http.clone(), Duration::from_secs(10)),
         objections: Objections::new(http.clone(), settings.upstream.clone(), Duration::from_secs(5)),
         policy: PolicyHandle::new(Policy::from_yaml(POLICY).unwrap()),
-        settings,
+        settings: SettingsHandle::new(settings),
         http: http.clone(),
         metrics,
     };

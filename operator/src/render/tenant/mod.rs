@@ -241,10 +241,9 @@ pub fn render(tenant: &CareRecordTenant, settings: &PlatformSettings, facts: &Fa
         admins: access::role_binding(&ctx),
         sharing_policy: policy::sharing_policy(&ctx),
         record_gateway: {
-            let config = record_gateway::config_map(&ctx);
             RecordGateway {
-                deployment: record_gateway::deployment(&ctx, &config),
-                config,
+                deployment: record_gateway::deployment(&ctx),
+                config: record_gateway::config_map(&ctx),
                 page_key: record_gateway::page_key(&ctx),
                 service: record_gateway::service(&ctx),
                 disruption_budget: record_gateway::disruption_budget(&ctx),

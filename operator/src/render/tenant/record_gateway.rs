@@ -127,13 +127,18 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
 }
 
-pub(super) fn deployment(ctx: &Ctx, config: &ConfigMap) -> Deployment {
+pub(super) fn deployment(ctx: &Ctx) -> Deployment {
     let pod_labels = labels::pod_labels(&ctx.name, RECORD_GATEWAY);
     let replicas = if ctx.tenant.spec.suspend { 0 } else { REPLICAS };
-    // The policy is reloaded by the gateway itself (it is mounted as a
-    // directory, which the kubelet updates in place); only the
-    // configuration needs a new pod.
-    let hash = crate::render::pod::config_hash(config);
+    // The gateway rereads the policy and the configuration's reloadable part
+    // itself (both are mounted as directories, which the kubelet updates in
+    // place): only a change to what it reads at start-up needs new pods, so
+    // a provider joining the tenant restarts nothing.
+    let start_up = ConfigMap {
+        data: Some(BTreeMap::from([("gateway.yaml".to_string(), yaml(&config(ctx).start_up_part()))])),
+        ..ConfigMap::default()
+    };
+    let hash = crate::render::pod::config_hash(&start_up);
     let q = |s: &str| Quantity(s.into());
     let container = Container {
         name: "gateway".into(),
@@ -324,18 +329,29 @@ mod tests {
         assert_eq!(a.excluded_categories, [carerecord_config::SensitiveCategory::HIV]);
     }
 
-    #[test]
-    fn a_changed_configuration_rolls_the_gateway_but_a_changed_policy_does_not() {
+    fn gateway_hash(settings: &PlatformSettings, f: &Facts) -> String {
         let t = fixtures::tenant(fixtures::CHESHIRE);
-        let hash = |f: &Facts| {
-            let d = render(&t, &settings(), f).record_gateway.deployment;
-            d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[super::CONFIG_HASH].clone()
-        };
-        let base = facts();
+        let d = render(&t, settings, f).record_gateway.deployment;
+        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[super::CONFIG_HASH].clone()
+    }
+
+    #[test]
+    fn a_changed_policy_does_not_roll_the_gateway() {
         let fewer_agreements = Facts { active_agreements: Vec::new(), ..facts() };
+        assert_eq!(gateway_hash(&settings(), &facts()), gateway_hash(&settings(), &fewer_agreements));
+    }
+
+    #[test]
+    fn a_provider_joining_the_tenant_does_not_roll_the_gateway() {
         let more_organisations = Facts { organisations: vec!["G1".into(), "G2".into()], ..facts() };
-        assert_eq!(hash(&base), hash(&fewer_agreements));
-        assert_ne!(hash(&base), hash(&more_organisations));
+        assert_eq!(gateway_hash(&settings(), &facts()), gateway_hash(&settings(), &more_organisations));
+    }
+
+    #[test]
+    fn a_changed_start_up_setting_rolls_the_gateway() {
+        let mut other_issuers = settings();
+        other_issuers.trusted_issuers.clear();
+        assert_ne!(gateway_hash(&settings(), &facts()), gateway_hash(&other_issuers, &facts()));
     }
 
     #[test]
